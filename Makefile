@@ -1,0 +1,29 @@
+# `make run` and `make test` work on a fresh clone: both create .venv and install first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# stage commands call `python`, `dvc` and `mlflow`: make them the venv's
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install run test bench mlflow-ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install  ## the main job: rerun whatever changed in the pipeline
+	dvc repro
+
+test: install  ## the whole test suite (CPU, real data)
+	python -m pytest
+
+mlflow-ui: install  ## browse runs at http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(VENV) .pytest_cache

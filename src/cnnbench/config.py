@@ -1,0 +1,187 @@
+"""params.yaml -> typed, validated configuration.
+
+Every problem is found before any work starts and reported in one error, each by its
+path: ``models.mnist_c10.optimizer.name: 'adamm' is not one of adam, adamw, sgd``.
+Model entries inherit the ``defaults:`` section and override only what differs.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """params.yaml is invalid; the message lists every problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Optimizer(_Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(0.001, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    nesterov: bool = False  # sgd only
+    eps: float = Field(1e-8, gt=0, lt=1)  # adam/adamw; Keras uses 1e-7
+
+
+class Schedule(_Strict):
+    """The LR multiplier over training.
+
+    constant; inverse_time: 1/(1+decay*epoch), per epoch (the seeds' Keras scheduler);
+    onecycle: linear warm-up to lr over pct_start, then cosine to zero (per step);
+    cosine: cosine to zero after warmup_epochs of linear warm-up (per step);
+    step: times gamma every step_size epochs.
+    """
+
+    name: Literal["constant", "inverse_time", "onecycle", "cosine", "step"] = "constant"
+    decay: float = Field(0.0, ge=0)
+    pct_start: float = Field(0.25, gt=0, lt=1)
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class Augment(_Strict):
+    crop_padding: int = Field(0, ge=0, le=16)  # random crop after zero padding by this much
+    flip: bool = False  # random horizontal flip
+    cutout: int = Field(0, ge=0, le=32)  # side of a zeroed square, 0 = off
+
+
+class Budget(_Strict):
+    max_params: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    min_test_acc: float | None = Field(None, ge=0, le=1)
+
+
+class Reported(_Strict):
+    """What the seed assignment reported, for the leaderboard."""
+
+    test_acc: float = Field(ge=0, le=1)
+    seed_file: str
+
+
+class ModelConfig(_Strict):
+    arch: str
+    dataset: str
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(ge=1, le=65_536)
+    optimizer: Optimizer = Optimizer()
+    schedule: Schedule = Schedule()
+    weight_decay: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: Augment = Augment()
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    train_limit: int | None = Field(None, ge=1)  # use only the first N training images
+    budget: Budget = Budget()
+    reported: Reported | None = None
+
+
+class TorchvisionDataset(_Strict):
+    source: Literal["torchvision"]
+
+
+class NpzDataset(_Strict):
+    """A local .npz (x_train, y_train, x_test, y_test, optional classes), pinned by sha256."""
+
+    source: Literal["npz"]
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class Params(_Strict):
+    datasets: dict[str, Annotated[TorchvisionDataset | NpzDataset, Field(discriminator="source")]]
+    defaults: dict[str, Any] = {}
+    models: dict[str, ModelConfig]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _describe(err: dict) -> str:
+    path = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "TorchvisionDataset", "NpzDataset")))
+    given = err.get("input")
+    if err["type"] == "literal_error":
+        choices = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{path}: {given!r} is not one of {choices}"
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key (check its spelling)"
+    if err["type"] == "missing":
+        return f"{path}: required but missing"
+    return f"{path}: {err['msg'].lower()} (got {given!r})"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate already-loaded params; raise ConfigError listing every problem."""
+    from cnnbench.data import DATASETS
+    from cnnbench.models import list_models
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with datasets, defaults and models")
+    raw = dict(raw)
+    defaults = raw.get("defaults") or {}
+    if isinstance(raw.get("models"), dict) and isinstance(defaults, dict):
+        raw["models"] = {name: _merge(defaults, entry) if isinstance(entry, dict) else entry
+                         for name, entry in raw["models"].items()}
+    problems: list[str] = []
+    params = None
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as e:
+        problems += [_describe(err) for err in e.errors()]
+    # names are checked on the raw entries, so they are reported with the other problems
+    datasets = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
+    for name, ds in datasets.items():
+        if isinstance(ds, dict) and ds.get("source") == "torchvision" and name not in DATASETS:
+            problems.append(f"datasets.{name}: {name!r} is not a built-in dataset "
+                            f"({', '.join(DATASETS)}); declare it with source: npz")
+    known_archs = list_models()
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            continue
+        arch, dataset = entry.get("arch"), entry.get("dataset")
+        if arch is not None and arch not in known_archs:
+            problems.append(f"models.{name}.arch: {arch!r} is not one of {', '.join(known_archs)}")
+        if dataset is not None and dataset not in datasets:
+            problems.append(f"models.{name}.dataset: {dataset!r} is not one of "
+                            f"{', '.join(datasets)} (declare it under datasets:)")
+    if problems:
+        raise ConfigError(f"{source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return params
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from e
+    return parse_params(raw, str(path))
+
+
+def flatten(config: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
+    """{"optimizer.lr": 0.003, ...}: a config as MLflow params."""
+    data = config.model_dump() if isinstance(config, BaseModel) else config
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

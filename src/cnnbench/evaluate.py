@@ -1,0 +1,64 @@
+"""Test-set evaluation: accuracy, loss, per-class accuracy, confusion, mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from cnnbench.data import load_split
+from cnnbench.loader import DeviceSplit
+from cnnbench.summary import count_params
+from cnnbench.train import evaluate_split, load_checkpoint
+
+
+def evaluate_checkpoint(checkpoint: Path, data_dir: Path, device: str = "cpu"):
+    """(metrics, predictions, (images, labels)) of a trained model on the test split."""
+    model, ckpt = load_checkpoint(checkpoint, device)
+    images, labels = load_split(data_dir, "test")
+    split = DeviceSplit(images, labels, ckpt["mean"], ckpt["std"], torch.device(device))
+    loss, acc, pred = evaluate_split(model, split)
+    classes = ckpt["classes"]
+    per_class = {}
+    for i, name in enumerate(classes):
+        mask = labels == i
+        per_class[name] = round((pred[mask] == i).float().mean().item(), 6) if mask.any() else None
+    trainable, keras_total = count_params(model)
+    metrics = {"test_acc": round(acc, 6), "test_loss": round(loss, 6),
+               "errors": int((pred != labels).sum()), "test_images": len(labels),
+               "params": trainable, "keras_params": keras_total, "per_class_acc": per_class}
+    return metrics, pred, (images, labels), classes
+
+
+def confusion_rows(labels: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> pd.DataFrame:
+    """One row per test image, as DVC's confusion template expects."""
+    names = pd.Series(classes)
+    return pd.DataFrame({"actual": names[labels.numpy()].to_numpy(),
+                         "predicted": names[pred.numpy()].to_numpy()})
+
+
+def plot_misclassified(images: torch.Tensor, labels: torch.Tensor, pred: torch.Tensor,
+                       classes: list[str], path: Path, limit: int = 40) -> None:
+    """A grid of the first ``limit`` misclassified test images, true -> predicted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wrong = torch.nonzero(pred != labels).flatten()[:limit]
+    cols = 8
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong.tolist()):
+        img = images[i].permute(1, 2, 0).numpy()
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
+        ax.set_title(f"{classes[labels[i]]} -> {classes[pred[i]]}", fontsize=7, color="crimson")
+    fig.suptitle(f"misclassified test images (true -> predicted): {len(wrong)} shown of "
+                 f"{int((pred != labels).sum())}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)

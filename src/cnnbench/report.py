@@ -1,0 +1,90 @@
+"""The leaderboard across models: one row per model, budgets judged from the numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cnnbench.config import ModelConfig
+
+
+def _verdict(ok: bool, text: str) -> str:
+    return f"{'PASS' if ok else 'FAIL'} ({text})"
+
+
+def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dict) -> dict:
+    acc = evaluation["test_acc"]
+    b = cfg.budget
+    row = {"model": name, "arch": cfg.arch, "dataset": cfg.dataset,
+           "params": evaluation["params"], "keras_params": evaluation["keras_params"],
+           "epochs": training["epochs"], "test_acc_pct": round(100 * acc, 2),
+           "reported_acc_pct": round(100 * cfg.reported.test_acc, 2) if cfg.reported else None,
+           "best_epoch": training["best_epoch"],
+           "train_seconds": round(training["seconds"], 1)}
+    row["diff_vs_reported_pp"] = (round(row["test_acc_pct"] - row["reported_acc_pct"], 2)
+                                  if cfg.reported else None)
+    row["budget_params"] = (_verdict(row["params"] <= b.max_params, f"{row['params']:,} <= {b.max_params:,}")
+                            if b.max_params else "")
+    row["budget_epochs"] = (_verdict(row["epochs"] <= b.max_epochs, f"{row['epochs']} <= {b.max_epochs}")
+                            if b.max_epochs else "")
+    row["budget_acc"] = (_verdict(acc >= b.min_test_acc, f"{100 * acc:.2f}% >= {100 * b.min_test_acc:.2f}%")
+                         if b.min_test_acc is not None else "")
+    return row
+
+
+COLUMNS = ["model", "arch", "dataset", "params", "keras_params", "epochs", "test_acc_pct",
+           "reported_acc_pct", "diff_vs_reported_pp", "budget_params", "budget_epochs",
+           "budget_acc", "best_epoch", "train_seconds"]
+
+
+def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """(one row per evaluated model, names of the models not evaluated yet).
+
+    Models without metrics are listed rather than fatal, so that a subset of the
+    pipeline (e.g. only the MNIST models, offline) still gets its leaderboard.
+    """
+    rows, missing = [], []
+    for name, cfg in models.items():
+        eval_json, train_json = metrics_dir / "eval" / f"{name}.json", metrics_dir / "train" / f"{name}.json"
+        if not (eval_json.is_file() and train_json.is_file()):
+            missing.append(name)
+            continue
+        rows.append(leaderboard_row(name, cfg, json.loads(eval_json.read_text()),
+                                    json.loads(train_json.read_text())))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = frame.sort_values(["dataset", "test_acc_pct"], ascending=[True, False], ignore_index=True)
+    return frame, missing
+
+
+def to_markdown(frame: pd.DataFrame, missing: list[str]) -> str:
+    text = frame.to_markdown(index=False) + "\n"
+    if missing:
+        text += f"\nNot trained yet: {', '.join(missing)}\n"
+    return text
+
+
+def plot_accuracy_vs_params(frame: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(frame["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        part = frame[frame["dataset"] == dataset]
+        ax.scatter(part["params"], part["test_acc_pct"], color="tab:blue")
+        for _, r in part.iterrows():
+            ax.annotate(r["model"], (r["params"], r["test_acc_pct"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters (log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(dataset)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)

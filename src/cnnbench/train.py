@@ -1,0 +1,204 @@
+"""The training loop: optimizers, LR schedules, per-epoch evaluation, checkpoints.
+
+No MLflow or file formats here: the caller passes ``on_epoch`` to record each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnbench.config import ModelConfig, Schedule
+from cnnbench.data import load_meta, load_split
+from cnnbench.loader import DeviceSplit
+from cnnbench.models import create_model
+
+CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"]
+EVAL_BATCH = 1000
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but no CUDA GPU is available; "
+                           "use device: auto or cpu")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def lr_multiplier(schedule: Schedule, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """LR factor at optimizer step ``step`` (0-based); the LR is optimizer.lr * factor."""
+    total = epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        epoch = step // steps_per_epoch
+        t = step / total
+        if schedule.name == "constant":
+            return 1.0
+        if schedule.name == "inverse_time":  # Keras LearningRateScheduler, set per epoch
+            return 1.0 / (1.0 + schedule.decay * epoch)
+        if schedule.name == "step":
+            return schedule.gamma ** (epoch // schedule.step_size)
+        if schedule.name == "onecycle":
+            if t < schedule.pct_start:
+                return 0.04 + 0.96 * t / schedule.pct_start  # from lr/25 up to lr
+            return 0.5 * (1 + math.cos(math.pi * (t - schedule.pct_start) / (1 - schedule.pct_start)))
+        # cosine, after an optional linear warm-up
+        warm = schedule.warmup_epochs * steps_per_epoch
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1.0, total - warm)))
+
+    return factor
+
+
+def build_optimizer(model: nn.Module, cfg: ModelConfig) -> torch.optim.Optimizer:
+    opt = cfg.optimizer
+    if opt.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                               nesterov=opt.nesterov, weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=opt.lr, eps=opt.eps, weight_decay=cfg.weight_decay)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, split: DeviceSplit) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, predicted labels) over a whole split, in large batches."""
+    model.eval()
+    loss_sum = torch.zeros((), device=split.device)
+    preds = []
+    for x, y in split.batches(EVAL_BATCH):
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+        preds.append(logits.argmax(1))
+    pred = torch.cat(preds)
+    acc = (pred == split.labels).float().mean()
+    return loss_sum.item() / len(split), acc.item(), pred.cpu()
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    curves: list[dict] = field(default_factory=list)
+    timings: list[dict] = field(default_factory=list)
+    device: str = "cpu"
+
+    def summary(self) -> dict:
+        """metrics/train/<model>.json: what a reader wants to know about the run."""
+        best = max(self.curves, key=lambda r: r["test_acc"])
+        seconds = sum(t["seconds"] for t in self.timings)
+        rates = [t["train_images_per_s"] for t in self.timings]
+        return {"epochs": len(self.curves), "seconds": round(seconds, 1),
+                "train_images_per_s": round(sum(rates) / len(rates), 1),
+                "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
+                "final_test_acc": self.curves[-1]["test_acc"], "device": self.device}
+
+
+def train(cfg: ModelConfig, data_dir: Path,
+          on_epoch: Callable[[dict, dict], None] | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train ``cfg`` on the dataset in ``data_dir``; ``on_epoch(curve_row, timing_row)``
+    is called after every epoch, with the results and the (non-deterministic) timings
+    kept apart so that results are byte-identical between runs on the CPU."""
+    meta = load_meta(data_dir)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    model = create_model(cfg.arch, num_classes=len(meta["classes"])).to(device)
+
+    train_images, train_labels = load_split(data_dir, "train")
+    if cfg.train_limit:
+        train_images, train_labels = train_images[:cfg.train_limit], train_labels[:cfg.train_limit]
+    train_split = DeviceSplit(train_images, train_labels, meta["mean"], meta["std"], device)
+    test_split = DeviceSplit(*load_split(data_dir, "test"), meta["mean"], meta["std"], device)
+
+    optimizer = build_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_multiplier(cfg.schedule, cfg.epochs, steps_per_epoch))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    augment = cfg.augment if cfg.augment != type(cfg.augment)() else None
+
+    result = TrainResult(model=model, device=str(device))
+    bar = _progress(progress)
+    with bar:
+        for epoch in range(cfg.epochs):
+            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch,
+                                loss="", rate="")
+            lr = optimizer.param_groups[0]["lr"]
+            start = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            for step, (x, y) in enumerate(train_split.batches(cfg.batch_size, gen, augment)):
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                # accumulate on the device: reading a value would stall the GPU every step
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                if step % 50 == 49 or step == steps_per_epoch - 1:  # .item() syncs: not every step
+                    rate = (step + 1) * cfg.batch_size / (time.perf_counter() - start)
+                    bar.update(task, completed=step + 1, loss=f"loss {loss.item():.4f}",
+                               rate=f"{rate:,.0f} img/s")
+            train_seconds = time.perf_counter() - start
+            test_loss, test_acc, _ = evaluate_split(model, test_split)
+            row = {"epoch": epoch, "train_loss": round(loss_sum.item() / len(train_split), 6),
+                   "train_acc": round(correct.item() / len(train_split), 6),
+                   "test_loss": round(test_loss, 6), "test_acc": round(test_acc, 6), "lr": lr}
+            timing = {"epoch": epoch, "seconds": round(time.perf_counter() - start, 3),
+                      "train_images_per_s": round(len(train_split) / train_seconds, 1)}
+            bar.update(task, description=f"epoch {epoch + 1}/{cfg.epochs} test acc {test_acc:.4f}")
+            result.curves.append(row)
+            result.timings.append(timing)
+            if on_epoch:
+                on_epoch(row, timing)
+    return result
+
+
+def _progress(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+
+
+def save_checkpoint(path: Path, model: nn.Module, cfg: ModelConfig, meta: dict,
+                    run_id: str | None) -> None:
+    """Weights plus everything needed to rebuild and feed the model; plain types only,
+    so it loads with ``torch.load(weights_only=True)``."""
+    import io
+
+    from cnnbench.files import write_atomic
+
+    buf = io.BytesIO()
+    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                "config": cfg.model_dump(), "classes": meta["classes"],
+                "input_shape": meta["input_shape"], "mean": meta["mean"], "std": meta["std"],
+                "mlflow_run_id": run_id}, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    cfg = ModelConfig.model_validate(ckpt["config"])
+    model = create_model(cfg.arch, num_classes=len(ckpt["classes"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), ckpt

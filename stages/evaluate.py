@@ -1,0 +1,51 @@
+"""DVC stage evaluate@<model>: final test metrics, confusion matrix and mistakes of a
+trained model, logged into the MLflow run that trained it.
+
+Writes metrics/eval/<model>.json, metrics/confusion/<model>.csv and
+metrics/misclassified/<model>.png.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from cnnbench import tracking
+from cnnbench.config import ConfigError, load_params
+from cnnbench.evaluate import confusion_rows, evaluate_checkpoint, plot_misclassified
+from cnnbench.files import write_csv, write_json
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    name = args.model
+    try:
+        cfg = load_params(args.params).models.get(name)
+        if cfg is None:
+            raise ConfigError(f"model {name!r} is not in {args.params}")
+        checkpoint = Path(f"models/{name}.pt")
+        run_id = torch.load(checkpoint, weights_only=True)["mlflow_run_id"]
+        metrics, pred, (images, labels), classes = evaluate_checkpoint(checkpoint, Path("data") / cfg.dataset)
+        metrics_json = Path(f"metrics/eval/{name}.json")
+        confusion_csv = Path(f"metrics/confusion/{name}.csv")
+        mistakes_png = Path(f"metrics/misclassified/{name}.png")
+        write_json(metrics_json, metrics)
+        write_csv(confusion_csv, confusion_rows(labels, pred, classes))
+        plot_misclassified(images, labels, pred, classes, mistakes_png)
+        with tracking.model_run(name, run_id=run_id if tracking.enabled() else None) as run:
+            if run:
+                tracking.log_evaluation(metrics, [metrics_json, confusion_csv, mistakes_png])
+    except (ConfigError, FileNotFoundError, tracking.TrackingError) as e:
+        print(f"evaluate@{name}: error: {e}", file=sys.stderr)
+        return 1
+    print(f"evaluate@{name}: test acc {metrics['test_acc']:.4f}, {metrics['errors']} errors "
+          f"in {metrics['test_images']} test images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

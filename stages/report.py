@@ -1,0 +1,34 @@
+"""DVC stage report: metrics/leaderboard.{csv,md} and metrics/leaderboard.png
+(test accuracy against parameters) across every model in params.yaml."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from cnnbench.config import ConfigError, load_params
+from cnnbench.files import write_atomic, write_csv
+from cnnbench.report import build_leaderboard, plot_accuracy_vs_params, to_markdown
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--metrics", default="metrics")
+    args = parser.parse_args()
+    try:
+        models = load_params(args.params).models
+        board, missing = build_leaderboard(models, Path(args.metrics))
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"report: error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.metrics)
+    write_csv(out / "leaderboard.csv", board)
+    text = to_markdown(board, missing)
+    write_atomic(out / "leaderboard.md", text)
+    plot_accuracy_vs_params(board, out / "leaderboard.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""DVC stage train@<model>: train one model of params.yaml and track it in MLflow.
+
+Writes models/<model>.pt, metrics/curves/<model>.csv (per epoch, deterministic),
+metrics/timing/<model>.csv (per-epoch seconds) and metrics/train/<model>.json.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from cnnbench import tracking
+from cnnbench.config import ConfigError, flatten, load_params
+from cnnbench.data import DataError, load_meta, load_split
+from cnnbench.files import write_csv, write_json
+from cnnbench.loader import normalize
+from cnnbench.summary import summarize
+from cnnbench.train import resolve_device, save_checkpoint, train
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model")
+    parser.add_argument("--params", default="params.yaml")
+    name = parser.parse_args().model
+    curves_csv, timing_csv = Path(f"metrics/curves/{name}.csv"), Path(f"metrics/timing/{name}.csv")
+    try:
+        params = load_params(parser.parse_args().params)
+        if name not in params.models:
+            raise ConfigError(f"model {name!r} is not in params.yaml; models: {', '.join(params.models)}")
+        cfg = params.models[name]
+        data_dir = Path("data") / cfg.dataset
+        meta = load_meta(data_dir)
+        tags = tracking.run_tags(name, cfg.dataset, str(resolve_device(cfg.device)))
+        with tracking.model_run(name, params=flatten(cfg), tags=tags) as run:
+            curves, timings = [], []
+
+            def on_epoch(row: dict, timing: dict) -> None:
+                curves.append(row)
+                timings.append(timing)
+                write_csv(curves_csv, curves)  # rewritten every epoch: progress survives a crash
+                write_csv(timing_csv, timings)
+                if run:
+                    tracking.log_metrics({**row, **timing}, step=row["epoch"])
+
+            result = train(cfg, data_dir, on_epoch=on_epoch)
+            save_checkpoint(Path(f"models/{name}.pt"), result.model, cfg, meta,
+                            run.info.run_id if run else None)
+            summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))
+            write_json(Path(f"metrics/train/{name}.json"), {"params": summary.trainable, **result.summary()})
+            if run:
+                example = normalize(load_split(data_dir, "test")[0][:4], meta["mean"], meta["std"])
+                tracking.log_training(summary.to_text("markdown"), [curves_csv, timing_csv],
+                                      result.model, example)
+    except (ConfigError, DataError, tracking.TrackingError) as e:
+        print(f"train@{name}: error: {e}", file=sys.stderr)
+        return 1
+    s = result.summary()
+    print(f"train@{name}: test acc {s['final_test_acc']:.4f} after {s['epochs']} epochs "
+          f"(best {s['best_test_acc']:.4f} at epoch {s['best_epoch']}), {s['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
