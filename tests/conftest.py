@@ -1,0 +1,69 @@
+"""Shared fixtures: the real offline datasets and MNIST prepared through the mirror.
+
+The datasets folder is ``CNNBENCH_TEST_DATASETS`` or ``../shared/datasets`` beside the
+repository (as on the team's machines and in CI). Its absence is a failure, not a skip:
+these tests are about real data.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_datasets() -> Path:
+    path = Path(os.environ.get("CNNBENCH_TEST_DATASETS", REPO.parent / "shared" / "datasets"))
+    assert (path / "mnist").is_dir(), (
+        f"real datasets not found at {path}; set CNNBENCH_TEST_DATASETS to the folder "
+        f"holding mnist/ and cifar10-subset.npz")
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    return shared_datasets()
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory, datasets_dir) -> Path:
+    """data/mnist built from the real files through the mirror code path."""
+    from cnnbench.data import MIRROR_ENV, prepare
+
+    out = tmp_path_factory.mktemp("data") / "mnist"
+    old = os.environ.get(MIRROR_ENV)
+    os.environ[MIRROR_ENV] = str(datasets_dir)
+    try:
+        prepare("mnist", out)
+    finally:
+        os.environ.pop(MIRROR_ENV) if old is None else os.environ.__setitem__(MIRROR_ENV, old)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """The environment for subprocesses: this interpreter's bin first (python, dvc,
+    mlflow), tracking settings of the developer's shell removed."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "DVC_", "CNNBENCH_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 600):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc

@@ -1,0 +1,140 @@
+"""A real `dvc repro` in a temporary git repository holding a copy of the project:
+two MNIST models cut to one epoch on a few thousand real images, real MNIST through
+the mirror, a real SQLite MLflow store. Then a branch with one changed param."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, run, venv_env
+
+TRAIN_ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, datasets_dir):
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "stages", "src", ".gitignore"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name,
+                                                           **({"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")} if src.is_dir() else {}))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
+    params["models"] = {name: {**params["models"][name], "epochs": 1, "train_limit": TRAIN_ROWS}
+                        for name in ("seed001_mnist", "seed002_mnist")}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "metrics").mkdir()
+    env = venv_env(CNNBENCH_DATA_MIRROR=str(datasets_dir), PYTHONPATH=str(root / "src"))
+    git = lambda *a: run(["git", *a], root, env)  # noqa: E731
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "test@example.com")
+    git("config", "user.name", "test")
+    run(["dvc", "init", "-q"], root, env)
+    git("add", "-A")
+    git("commit", "-qm", "project")
+    first = run(["dvc", "repro"], root, env)
+    git("add", "-A")
+    git("commit", "-qm", "first run")
+    return root, env, git, first
+
+
+def mlflow_client(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def test_repro_writes_every_output(project):
+    root, _, _, first = project
+    for name in ("seed001_mnist", "seed002_mnist"):
+        metrics = json.loads((root / f"metrics/eval/{name}.json").read_text())
+        assert metrics["test_images"] == 10000 and metrics["test_acc"] > 0.5
+        assert set(metrics["per_class_acc"]) == {str(i) for i in range(10)}
+        assert (metrics["params"], metrics["keras_params"]) == {
+            "seed001_mnist": (13582, 13794), "seed002_mnist": (13800, 14000)}[name]
+        curves = pd.read_csv(root / f"metrics/curves/{name}.csv")
+        assert list(curves.columns) == ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"]
+        assert len(curves) == 1 and curves["test_acc"].iloc[0] == metrics["test_acc"]
+        confusion = pd.read_csv(root / f"metrics/confusion/{name}.csv", dtype=str)
+        assert len(confusion) == 10000
+        assert (confusion["actual"] == confusion["predicted"]).mean() == pytest.approx(metrics["test_acc"])
+        assert (root / f"metrics/misclassified/{name}.png").stat().st_size > 1000
+        assert torch.load(root / f"models/{name}.pt", weights_only=True)["config"]["train_limit"] == TRAIN_ROWS
+    board = pd.read_csv(root / "metrics/leaderboard.csv")
+    assert sorted(board["model"]) == ["seed001_mnist", "seed002_mnist"]
+    assert board["budget_params"].str.startswith("PASS").all()
+    assert board["budget_acc"].str.startswith("FAIL").all()  # one short epoch is not 99.4%
+    assert (root / "metrics/leaderboard.png").stat().st_size > 1000
+    assert "| seed001_mnist" in (root / "metrics/leaderboard.md").read_text()
+
+
+def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
+    import mlflow.pytorch
+
+    root = project[0]
+    client = mlflow_client(root)
+    exp = client.get_experiment_by_name("cnnbench")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"seed001_mnist", "seed002_mnist"}
+    for name, r in runs.items():
+        assert r.info.status == "FINISHED"
+        assert r.data.params["optimizer.lr"] == "0.003" and r.data.params["train_limit"] == str(TRAIN_ROWS)
+        assert r.data.tags["dataset"] == "mnist" and r.data.tags["device"] == "cpu"
+        assert len(r.data.tags["git_commit"]) == 40 and r.data.tags["git_dirty"] in ("True", "False")
+        history = client.get_metric_history(r.info.run_id, "test_acc")
+        assert [m.step for m in history] == [0]
+        metrics = json.loads((root / f"metrics/eval/{name}.json").read_text())
+        assert r.data.metrics["final_test_acc"] == pytest.approx(metrics["test_acc"])
+        ckpt = torch.load(root / f"models/{name}.pt", weights_only=True)
+        assert ckpt["mlflow_run_id"] == r.info.run_id
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"summary.md", "curves", "evaluation"} <= artifacts
+        # the logged model predicts exactly what the checkpoint predicts
+        from cnnbench.train import load_checkpoint
+
+        model, _ = load_checkpoint(root / f"models/{name}.pt")
+        logged = mlflow.pytorch.load_model(r.data.tags["model_uri"])  # a pt2 export, in eval mode
+        x = torch.randn(16, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.equal(logged(x), model(x))
+    # artifacts sit beside the store, not in whatever directory a stage ran in
+    assert (root / "mlartifacts").is_dir()
+
+
+def test_branch_with_one_changed_param_diffs_exactly_that_model(project):
+    root, env, git, _ = project
+    git("checkout", "-q", "-b", "other-seed")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["models"]["seed002_mnist"]["seed"] = 7
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], root, env).stdout
+    assert "train@seed002_mnist" in out and "Running stage 'train@seed001_mnist'" not in out
+    git("add", "-A")
+    git("commit", "-qm", "seed 7")
+    diff = json.loads(run(["dvc", "metrics", "diff", "main", "--json"], root, env).stdout)
+    changed = {path for path, values in diff.items() if values}
+    assert changed and all("seed002_mnist" in path for path in changed), changed
+    assert "metrics/eval/seed002_mnist.json" in changed
+    again = run(["dvc", "repro"], root, env).stdout
+    assert "Running stage" not in again and "up to date" in again
+    plots = run(["dvc", "plots", "diff", "main", "--json"], root, env)
+    assert "metrics/curves/seed002_mnist.csv" in plots.stdout
+
+
+def test_dvc_exp_run_temp_lands_in_the_main_store(project):
+    root, env, git, _ = project
+    before = len(mlflow_client(root).search_runs([mlflow_client(root).get_experiment_by_name("cnnbench").experiment_id]))
+    run(["dvc", "exp", "run", "--temp", "-S", "models.seed001_mnist.seed=3", "-n", "temp-exp"], root, env)
+    client = mlflow_client(root)
+    runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
+    assert len(runs) == before + 1
+    new = [r for r in runs if r.data.tags.get("dvc_exp_name") == "temp-exp"]
+    assert len(new) == 1 and new[0].info.run_name == "seed001_mnist"
+    assert "final_test_acc" in new[0].data.metrics  # evaluate found the run from the temp copy
+    assert new[0].data.tags.get("dvc_baseline_rev")
+    assert not list((root / ".dvc").rglob("mlflow.db"))

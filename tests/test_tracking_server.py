@@ -1,0 +1,103 @@
+"""A real `mlflow server` process on 127.0.0.1: runs, metric histories and the logged
+model readable through its REST API; an unreachable server stops training early."""
+
+import json
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, free_port, run, venv_env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
+         "--artifacts-destination", str(tmp / "artifacts")],
+        env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError("mlflow server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def workdir(tmp_path, mnist_dir):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist").symlink_to(mnist_dir)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
+    params["models"] = {"seed001_mnist": {**params["models"]["seed001_mnist"], "epochs": 2, "train_limit": 1000}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def rest(url: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}",
+                                 data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+
+def test_runs_and_model_through_a_real_server(server, workdir):
+    env = venv_env(MLFLOW_TRACKING_URI=server)
+    run(["python", str(REPO / "stages/train.py"), "seed001_mnist"], workdir, env)
+    run(["python", str(REPO / "stages/evaluate.py"), "seed001_mnist"], workdir, env)
+
+    exp = rest(server, "experiments/get-by-name?experiment_name=cnnbench")["experiment"]
+    runs = rest(server, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+    assert [r["info"]["run_name"] for r in runs] == ["seed001_mnist"]
+    run_id = runs[0]["info"]["run_id"]
+    history = rest(server, f"metrics/get-history?run_id={run_id}&metric_key=test_acc")["metrics"]
+    assert [m["step"] for m in history] == [0, 1]
+    curves = (workdir / "metrics/curves/seed001_mnist.csv").read_text().splitlines()
+    assert [m["value"] for m in history] == [float(line.split(",")[4]) for line in curves[1:]]
+    final = {m["key"]: m["value"] for m in runs[0]["data"]["metrics"]}
+    assert final["final_test_acc"] == json.loads((workdir / "metrics/eval/seed001_mnist.json").read_text())["test_acc"]
+
+    import mlflow.pytorch
+
+    from cnnbench.train import load_checkpoint
+
+    tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
+    mlflow.set_tracking_uri(server)
+    logged = mlflow.pytorch.load_model(tags["model_uri"])  # a pt2 export: no .eval()
+    model, _ = load_checkpoint(workdir / "models/seed001_mnist.pt")
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(logged(x), model(x))
+
+
+def test_unreachable_server_is_reported_before_training(workdir):
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.time()
+    proc = run(["python", str(REPO / "stages/train.py"), "seed001_mnist"], workdir,
+               venv_env(MLFLOW_TRACKING_URI=url), check=False)
+    assert proc.returncode == 1
+    assert f"MLflow tracking server at {url} cannot be reached" in proc.stderr
+    assert not (workdir / "models").exists() and not (workdir / "metrics").exists()
+    assert time.time() - started < 60
+
+
+def test_credentials_never_reach_the_message(workdir):
+    url = f"http://alice:s3cret@127.0.0.1:{free_port()}"
+    proc = run(["python", str(REPO / "stages/train.py"), "seed001_mnist"], workdir,
+               venv_env(MLFLOW_TRACKING_URI=url), check=False)
+    assert proc.returncode == 1 and "s3cret" not in proc.stderr and "***@127.0.0.1" in proc.stderr
