@@ -78,6 +78,7 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
 
     root = project[0]
     client = mlflow_client(root)
+    mlflow.set_tracking_uri(client.tracking_uri)  # models:/ URIs resolve through it
     exp = client.get_experiment_by_name("cnnbench")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     assert set(runs) == {"seed001_mnist", "seed002_mnist"}
@@ -129,7 +130,9 @@ def test_branch_with_one_changed_param_diffs_exactly_that_model(project):
 def test_dvc_exp_run_temp_lands_in_the_main_store(project):
     root, env, git, _ = project
     before = len(mlflow_client(root).search_runs([mlflow_client(root).get_experiment_by_name("cnnbench").experiment_id]))
-    run(["dvc", "exp", "run", "--temp", "-S", "models.seed001_mnist.seed=3", "-n", "temp-exp"], root, env)
+    # the quick-experiment form for a stated key, `++` for one inherited from defaults
+    run(["dvc", "exp", "run", "--temp", "-S", "models.seed001_mnist.train_limit=1000",
+         "-S", "++models.seed001_mnist.seed=3", "-n", "temp-exp"], root, env)
     client = mlflow_client(root)
     runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
     assert len(runs) == before + 1
@@ -137,4 +140,5 @@ def test_dvc_exp_run_temp_lands_in_the_main_store(project):
     assert len(new) == 1 and new[0].info.run_name == "seed001_mnist"
     assert "final_test_acc" in new[0].data.metrics  # evaluate found the run from the temp copy
     assert new[0].data.tags.get("dvc_baseline_rev")
+    assert new[0].data.params["train_limit"] == "1000" and new[0].data.params["seed"] == "3"
     assert not list((root / ".dvc").rglob("mlflow.db"))

@@ -110,7 +110,10 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _describe(err: dict) -> str:
-    path = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "TorchvisionDataset", "NpzDataset")))
+    loc = list(err["loc"])
+    if len(loc) > 2 and loc[0] == "datasets" and loc[2] in ("npz", "torchvision"):
+        del loc[2]  # the tag pydantic adds for the discriminated union
+    path = ".".join(str(p) for p in loc)
     given = err.get("input")
     if err["type"] == "literal_error":
         choices = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
@@ -119,7 +122,8 @@ def _describe(err: dict) -> str:
         return f"{path}: unknown key (check its spelling)"
     if err["type"] == "missing":
         return f"{path}: required but missing"
-    return f"{path}: {err['msg'].lower()} (got {given!r})"
+    msg = err["msg"][0].lower() + err["msg"][1:]
+    return f"{path}: {msg} (got {given!r})"
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
