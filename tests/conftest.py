@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,3 +68,19 @@ def run(cmd: list[str], cwd: Path, env: dict, check: bool = True, timeout: int =
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def mnist_params(models: dict[str, dict]) -> dict:
+    """The default params.yaml cut to MNIST and the given {model: overrides}."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
+    params["models"] = {name: {**params["models"][name], **overrides} for name, overrides in models.items()}
+    return params
+
+
+def stage_workdir(root: Path, mnist_dir: Path, models: dict[str, dict]) -> Path:
+    """A folder to run stage scripts in: params.yaml and data/mnist, as DVC would see them."""
+    (root / "data").mkdir()
+    (root / "data" / "mnist").symlink_to(mnist_dir)
+    (root / "params.yaml").write_text(yaml.safe_dump(mnist_params(models)))
+    return root

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run, venv_env
+from conftest import REPO, mnist_params, run, venv_env
 
 TRAIN_ROWS = 3000
 
@@ -23,10 +23,8 @@ def project(tmp_path_factory, datasets_dir):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name,
                                                            **({"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")} if src.is_dir() else {}))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
-    params["models"] = {name: {**params["models"][name], "epochs": 1, "train_limit": TRAIN_ROWS}
-                        for name in ("seed001_mnist", "seed002_mnist")}
+    cut = {"epochs": 1, "train_limit": TRAIN_ROWS}
+    params = mnist_params({"seed001_mnist": cut, "seed002_mnist": cut})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "metrics").mkdir()
     env = venv_env(CNNBENCH_DATA_MIRROR=str(datasets_dir), PYTHONPATH=str(root / "src"))

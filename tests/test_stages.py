@@ -7,21 +7,15 @@ import shutil
 import pytest
 import yaml
 
-from conftest import REPO, run, venv_env
+from conftest import REPO, run, stage_workdir, venv_env
 
 TIMING_KEYS = {"seconds", "train_images_per_s"}
 
 
 @pytest.fixture
 def workdir(tmp_path, mnist_dir):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "mnist").symlink_to(mnist_dir)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
-    params["models"] = {"seed002_mnist": {**params["models"]["seed002_mnist"], "epochs": 2, "train_limit": 1200,
-                                          "augment": {"crop_padding": 2, "cutout": 4}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return tmp_path
+    return stage_workdir(tmp_path, mnist_dir, {"seed002_mnist": {
+        "epochs": 2, "train_limit": 1200, "augment": {"crop_padding": 2, "cutout": 4}}})
 
 
 def stage(name: str, *args: str, cwd, check=True):

@@ -8,9 +8,8 @@ import urllib.request
 
 import pytest
 import torch
-import yaml
 
-from conftest import REPO, free_port, run, venv_env
+from conftest import REPO, free_port, run, stage_workdir, venv_env
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +39,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def workdir(tmp_path, mnist_dir):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "mnist").symlink_to(mnist_dir)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
-    params["models"] = {"seed001_mnist": {**params["models"]["seed001_mnist"], "epochs": 2, "train_limit": 1000}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return tmp_path
+    return stage_workdir(tmp_path, mnist_dir, {"seed001_mnist": {"epochs": 2, "train_limit": 1000}})
 
 
 def rest(url: str, path: str, body: dict | None = None) -> dict:
