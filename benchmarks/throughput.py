@@ -1,0 +1,174 @@
+"""Training throughput: cnnbench's trainer against the loop a user would otherwise write.
+
+The reference is the standard PyTorch recipe: a torchvision-style Dataset that turns
+uint8 arrays into PIL images and applies ToTensor + Normalize (plus RandomCrop(padding)
+and RandomHorizontalFlip for CIFAR), a DataLoader (num_workers as fits the machine,
+pin_memory on a GPU), eager fp32, ``loss.item()`` every step. cnnbench runs its real
+``train()`` on the same model, batch size and optimizer, with the split on the device.
+
+Each trial is a fresh subprocess (so its peak RSS is its own), trials alternate
+(cnnbench, reference, cnnbench, ...) and the table reports medians. Both sides time one
+whole epoch of the same number of synthetic images of the real shape.
+
+    python benchmarks/throughput.py --models seed001_mnist cifar_base --trials 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def synthetic(dataset: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (n, *SHAPES[dataset]), generator=g, dtype=torch.uint8),
+            torch.randint(0, 10, (n,), generator=g))
+
+
+def peak_memory() -> dict:
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def run_cnnbench(arch: str, dataset: str, batch: int, images: int, device: str) -> dict:
+    """cnnbench's own train() on a synthetic split written in the pipeline's format."""
+    from cnnbench.config import ModelConfig
+    from cnnbench.train import train
+
+    augment = {"crop_padding": 4, "flip": True} if dataset == "cifar10" else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for split, n in (("train", images), ("test", 500)):
+            x, y = synthetic(dataset, n, seed=int(split == "test"))
+            torch.save({"images": x, "labels": y}, Path(tmp) / f"{split}.pt")
+        (Path(tmp) / "meta.json").write_text(json.dumps({
+            "classes": [str(i) for i in range(10)], "input_shape": list(SHAPES[dataset]),
+            "mean": [0.5] * SHAPES[dataset][0], "std": [0.25] * SHAPES[dataset][0]}))
+        cfg = ModelConfig(arch=arch, dataset=dataset, epochs=1, batch_size=batch, device=device,
+                          augment=augment)
+        result = train(cfg, Path(tmp), progress=False)
+    return {"images_per_s": result.timings[0]["train_images_per_s"], **peak_memory()}
+
+
+def run_reference(arch: str, dataset: str, batch: int, images: int, device: str) -> dict:
+    import numpy as np
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms as T
+
+    from cnnbench.models import create_model
+
+    class ArrayImages(Dataset):  # what torchvision's MNIST/CIFAR10 do in __getitem__
+        def __init__(self, x, y, transform):
+            self.x, self.y, self.transform = x, y, transform
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
+
+    x, y = synthetic(dataset, images)
+    arrays = x.permute(0, 2, 3, 1).squeeze(-1).numpy() if dataset == "mnist" else x.permute(0, 2, 3, 1).numpy()
+    c = SHAPES[dataset][0]
+    tf = [T.ToTensor(), T.Normalize([0.5] * c, [0.25] * c)]
+    if dataset == "cifar10":
+        tf = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] + tf
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    loader = DataLoader(ArrayImages(np.ascontiguousarray(arrays), y.numpy(), T.Compose(tf)),
+                        batch_size=batch, shuffle=True, num_workers=min(4, os.cpu_count() or 1),
+                        pin_memory=dev.type == "cuda")
+    torch.manual_seed(0)
+    model = create_model(arch).to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    running = 0.0
+    for xb, yb in loader:
+        xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+        opt.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        running += loss.item()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return {"images_per_s": round(images / (time.perf_counter() - start), 1), **peak_memory()}
+
+
+def trial(side: str, args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", side, *args], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["seed001_mnist", "seed002_mnist", "cifar_base",
+                                                    "seed000_sep", "seed001_sep", "seed003_sep", "seed004_sep"])
+    p.add_argument("--batch", type=int, help="batch size (default: each model's in params.yaml)")
+    p.add_argument("--images", type=int, default=6400, help="images per timed epoch")
+    p.add_argument("--trials", type=int, default=3, help="trials per side, alternating")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="also write the markdown table here")
+    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        side, arch, dataset, batch, images, device = args.child
+        fn = run_cnnbench if side == "cnnbench" else run_reference
+        print(json.dumps(fn(arch, dataset, int(batch), int(images), device)))
+        return
+
+    from cnnbench.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml").models
+    rows = []
+    for name in args.models:
+        cfg = params[name]
+        batch = args.batch or cfg.batch_size
+        images = max(args.images, 4 * batch)
+        child = [cfg.arch, cfg.dataset, str(batch), str(images), args.device]
+        results = {"cnnbench": [], "reference": []}
+        for _ in range(args.trials):
+            for side in results:  # A B A B: drift in the machine hits both sides alike
+                results[side].append(trial(side, child))
+        med = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in results.items()}
+        rows.append({"model": name, "batch": batch, "images": images,
+                     "cnnbench img/s": med["cnnbench"]["images_per_s"],
+                     "reference img/s": med["reference"]["images_per_s"],
+                     "ratio": round(med["cnnbench"]["images_per_s"] / med["reference"]["images_per_s"], 2),
+                     "cnnbench RSS MB": med["cnnbench"]["peak_rss_mb"],
+                     "reference RSS MB": med["reference"]["peak_rss_mb"],
+                     **({"cnnbench GPU MB": med["cnnbench"]["peak_gpu_mb"],
+                         "reference GPU MB": med["reference"]["peak_gpu_mb"]} if "peak_gpu_mb" in med["cnnbench"] else {})})
+        print(rows[-1], flush=True)
+
+    import pandas as pd
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or platform.machine()
+    header = (f"command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`\n\n"
+              f"device: {device}, {os.cpu_count()} CPU cores; torch {torch.__version__}, "
+              f"python {platform.python_version()}; {args.trials} alternating trials per side, medians\n\n")
+    table = header + pd.DataFrame(rows).to_markdown(index=False) + "\n"
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table)
+
+
+if __name__ == "__main__":
+    main()
