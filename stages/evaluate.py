@@ -38,7 +38,7 @@ def main() -> int:
         plot_misclassified(images, labels, pred, classes, mistakes_png)
         with tracking.model_run(name, run_id=run_id if tracking.enabled() else None) as run:
             if run:
-                tracking.log_evaluation(metrics, [metrics_json, confusion_csv, mistakes_png])
+                run.log_evaluation(metrics, [metrics_json, confusion_csv, mistakes_png])
     except (ConfigError, FileNotFoundError, tracking.TrackingError) as e:
         print(f"evaluate@{name}: error: {e}", file=sys.stderr)
         return 1

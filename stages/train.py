@@ -40,17 +40,16 @@ def main() -> int:
                 write_csv(curves_csv, curves)  # rewritten every epoch: progress survives a crash
                 write_csv(timing_csv, timings)
                 if run:
-                    tracking.log_metrics({**row, **timing}, step=row["epoch"])
+                    run.log_epoch({**row, **timing}, step=row["epoch"])
 
             result = train(cfg, data_dir, on_epoch=on_epoch)
             save_checkpoint(Path(f"models/{name}.pt"), result.model, cfg, meta,
-                            run.info.run_id if run else None)
+                            run.run_id if run else None)
             summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))
             write_json(Path(f"metrics/train/{name}.json"), {"params": summary.trainable, **result.summary()})
             if run:
                 example = normalize(load_split(data_dir, "test")[0][:4], meta["mean"], meta["std"])
-                tracking.log_training(summary.to_text("markdown"), [curves_csv, timing_csv],
-                                      result.model, example)
+                run.log_training(summary.to_text("markdown"), [curves_csv, timing_csv], result.model, example)
     except (ConfigError, DataError, tracking.TrackingError) as e:
         print(f"train@{name}: error: {e}", file=sys.stderr)
         return 1

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,6 +102,10 @@ def _setup():
 
     uri = tracking_uri()
     check_reachable(uri)
+    # fail fast inside a call and let ModelRun retry later, instead of mlflow's own
+    # retries blocking training for minutes while a server is away
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     mlflow.set_tracking_uri(uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     if mlflow.get_experiment_by_name(name) is None:
@@ -115,39 +122,109 @@ def _setup():
     return mlflow
 
 
+class ModelRun:
+    """One model's MLflow run, which never stops the pipeline: what the tracking server
+    does not take (it went away) is kept, retried after every epoch and at the end, and
+    named in one message if it never gets through. The DVC outputs are written anyway."""
+
+    def __init__(self, run, retry_seconds: float):
+        self.run = run
+        self.run_id = run.info.run_id
+        self.retry_seconds = retry_seconds
+        self.pending: list[tuple[str, Callable[[], object]]] = []
+
+    def log(self, what: str, fn: Callable[[], object]) -> None:
+        """Queue ``fn`` (described as ``what``) and send everything queued, in order."""
+        self.pending.append((what, fn))
+        self._flush()
+
+    def log_epoch(self, metrics: dict, step: int) -> None:
+        import mlflow
+
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"}
+        self.log(f"epoch {step} metrics", lambda: mlflow.log_metrics(values, step=step))
+
+    def _flush(self) -> bool:
+        while self.pending:
+            what, fn = self.pending[0]
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - any client error means "not now"
+                if not getattr(self, "_warned", False):
+                    print(f"MLflow: could not log {what} to {redact(tracking_uri())} "
+                          f"({type(e).__name__}); training goes on, will retry", file=sys.stderr)
+                    self._warned = True
+                return False
+            self.pending.pop(0)
+        return True
+
+    def close(self) -> None:
+        """Send what is left, waiting up to ``retry_seconds`` for the server; end the run."""
+        import mlflow
+
+        deadline = time.monotonic() + self.retry_seconds
+        while not self._flush() and time.monotonic() < deadline:
+            time.sleep(2)
+        try:
+            mlflow.end_run("FINISHED" if not self.pending else "FAILED")
+        except Exception:  # noqa: BLE001
+            self.pending.append(("the run's end", lambda: None))
+        if self.pending:
+            print(f"MLflow: run {self.run_id} at {redact(tracking_uri())} is incomplete; not "
+                  f"logged: {', '.join(what for what, _ in self.pending)}. The DVC outputs "
+                  f"are complete; rerun the stage with `dvc repro --force <stage>` to log them.",
+                  file=sys.stderr)
+
+
+    def log_training(self, summary_md: str, curve_files: list[Path], model: torch.nn.Module,
+                     example: torch.Tensor) -> None:
+        """What the train stage leaves in its run besides the per-epoch metrics."""
+        import mlflow
+
+        self.log("the layer summary", lambda: mlflow.log_text(summary_md, "summary.md"))
+        for path in curve_files:
+            self.log(str(path), lambda p=path: mlflow.log_artifact(str(p), "curves"))
+        self.log("the model", lambda: _log_model(model, example))
+
+    def log_evaluation(self, metrics: dict, files: list[Path]) -> None:
+        """Final test metrics (per-class accuracy as test_acc.<class>) and evaluate's files.
+        test_acc/test_loss become final_*: the per-epoch history owns the plain names."""
+        import mlflow
+
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        flat.update({f"test_acc.{c}": v for c, v in metrics["per_class_acc"].items() if v is not None})
+        final = {("final_" + k if k in ("test_acc", "test_loss") else k): float(v) for k, v in flat.items()}
+        self.log("final test metrics", lambda: mlflow.log_metrics(final))
+        for path in files:
+            self.log(str(path), lambda p=path: mlflow.log_artifact(str(p), "evaluation"))
+
+
 @contextmanager
 def model_run(model_name: str, run_id: str | None = None, params: dict | None = None,
               tags: dict | None = None):
-    """An MLflow run for ``model_name``: a new one with ``params``, or ``run_id``
-    reopened (evaluate logs into the run that trained the model). Yields None when
-    tracking is off. The server is checked before anything runs."""
+    """The ModelRun of ``model_name``: a new one with ``params`` and ``tags``, or
+    ``run_id`` reopened (evaluate logs into the run that trained the model). Yields None
+    when tracking is off. The server is checked before anything runs."""
     if not enabled():
         yield None
         return
     mlflow = _setup()
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else model_name) as run:
-        if params:
-            mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
-        if tags:
-            mlflow.set_tags(tags)
+    run = ModelRun(mlflow.start_run(run_id=run_id, run_name=None if run_id else model_name),
+                   retry_seconds=float(os.environ.get("CNNBENCH_TRACKING_RETRY_S", "120")))
+    if params:
+        flat = {k: ("" if v is None else v) for k, v in params.items()}
+        run.log("params", lambda: mlflow.log_params(flat))
+    if tags:
+        run.log("tags", lambda: mlflow.set_tags(tags))
+    try:
         yield run
+    finally:
+        run.close()
 
 
-def log_metrics(metrics: dict, step: int | None = None) -> None:
-    import mlflow
-
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()
-                        if isinstance(v, (int, float)) and k != "epoch"}, step=step)
-
-
-def log_artifact(path: Path, artifact_path: str | None = None) -> None:
-    import mlflow
-
-    mlflow.log_artifact(str(path), artifact_path)
-
-
-def log_model(model: torch.nn.Module, example: torch.Tensor) -> str:
-    """Log the model with an input example so that it loads back; returns its URI."""
+def _log_model(model: torch.nn.Module, example: torch.Tensor) -> None:
+    """Log the model with an input example so that it loads back; its URI goes in the
+    tag model_uri. MLflow 3 saves it as a torch.export program (no pickle to load)."""
     import mlflow.pytorch
 
     info = mlflow.pytorch.log_model(
@@ -155,27 +232,3 @@ def log_model(model: torch.nn.Module, example: torch.Tensor) -> str:
         # explicit requirements: inferring them starts a slow subprocess
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     mlflow.set_tag("model_uri", info.model_uri)
-    return info.model_uri
-
-
-def log_training(summary_md: str, curve_files: list[Path], model: torch.nn.Module,
-                 example: torch.Tensor) -> None:
-    """What the train stage leaves in its run besides the per-epoch metrics."""
-    import mlflow
-
-    mlflow.log_text(summary_md, "summary.md")
-    for path in curve_files:
-        mlflow.log_artifact(str(path), "curves")
-    log_model(model, example)
-
-
-def log_evaluation(metrics: dict, files: list[Path]) -> None:
-    """Final test metrics (per-class accuracy as test_acc.<class>) and evaluate's files."""
-    import mlflow
-
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    flat.update({f"test_acc.{c}": v for c, v in metrics["per_class_acc"].items() if v is not None})
-    mlflow.log_metrics({("final_" + k if k in ("test_acc", "test_loss") else k): float(v)
-                        for k, v in flat.items()})
-    for path in files:
-        mlflow.log_artifact(str(path), "evaluation")
