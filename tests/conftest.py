@@ -80,7 +80,7 @@ def mnist_params(models: dict[str, dict]) -> dict:
 
 def stage_workdir(root: Path, mnist_dir: Path, models: dict[str, dict]) -> Path:
     """A folder to run stage scripts in: params.yaml and data/mnist, as DVC would see them."""
-    (root / "data").mkdir()
+    (root / "data").mkdir(parents=True)
     (root / "data" / "mnist").symlink_to(mnist_dir)
     (root / "params.yaml").write_text(yaml.safe_dump(mnist_params(models)))
     return root

@@ -2,6 +2,8 @@
 model readable through its REST API; an unreachable server stops training early."""
 
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -12,29 +14,36 @@ import torch
 from conftest import REPO, free_port, run, stage_workdir, venv_env
 
 
+def start_server(db, artifacts, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(artifacts)],
+        env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.3)
+    stop_server(proc)
+    raise AssertionError("mlflow server did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop the server and its workers (a process group of their own)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    proc = subprocess.Popen(
-        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
-         "--artifacts-destination", str(tmp / "artifacts")],
-        env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError("mlflow server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    proc = start_server(tmp / "server.db", tmp / "artifacts", port)
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
 
 
 @pytest.fixture
@@ -94,3 +103,46 @@ def test_credentials_never_reach_the_message(workdir):
     proc = run(["python", str(REPO / "stages/train.py"), "seed001_mnist"], workdir,
                venv_env(MLFLOW_TRACKING_URI=url), check=False)
     assert proc.returncode == 1 and "s3cret" not in proc.stderr and "***@127.0.0.1" in proc.stderr
+
+
+def test_server_outage_during_training_loses_nothing(tmp_path, mnist_dir):
+    """Stop the real server after the first epoch, start it again two epochs later:
+    training goes on, the DVC outputs are written and the run ends complete."""
+    workdir = stage_workdir(tmp_path / "work", mnist_dir, {"seed001_mnist": {"epochs": 5, "train_limit": 2000}})
+    db, artifacts, port = tmp_path / "server.db", tmp_path / "artifacts", free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(db, artifacts, port)
+    train = subprocess.Popen(["python", str(REPO / "stages/train.py"), "seed001_mnist"], cwd=workdir,
+                             env=venv_env(MLFLOW_TRACKING_URI=url), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    curves = workdir / "metrics/curves/seed001_mnist.csv"
+
+    def wait_for_epochs(n: int) -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and train.poll() is None:
+            if curves.exists() and len(curves.read_text().splitlines()) > n:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"training did not reach epoch {n}")
+
+    try:
+        wait_for_epochs(1)
+        stop_server(server)
+        wait_for_epochs(3)  # two epochs while the server is down
+        server = start_server(db, artifacts, port)
+        out, err = train.communicate(timeout=600)
+    finally:
+        train.kill()
+        stop_server(server)
+    assert train.returncode == 0, err
+    assert "could not log" in err and "will retry" in err
+    assert (workdir / "models/seed001_mnist.pt").is_file()
+    assert len(curves.read_text().splitlines()) == 6
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    (r,) = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
+    assert r.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(r.info.run_id, "test_acc")] == [0, 1, 2, 3, 4]
+    assert "model_uri" in r.data.tags
