@@ -84,3 +84,31 @@ def stage_workdir(root: Path, mnist_dir: Path, models: dict[str, dict]) -> Path:
     (root / "data" / "mnist").symlink_to(mnist_dir)
     (root / "params.yaml").write_text(yaml.safe_dump(mnist_params(models)))
     return root
+
+
+def make_project(root: Path, datasets_dir: Path, models: dict[str, dict]) -> tuple[dict, callable]:
+    """A git + DVC repository holding a copy of the project, cut to the given MNIST
+    models; returns the environment to run dvc in and a git helper."""
+    import shutil
+
+    for name in ("dvc.yaml", "stages", "src", ".gitignore"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(mnist_params(models), sort_keys=False))
+    (root / "metrics").mkdir()
+    # PYTHONPATH: the stages import the copy, so the project under test is the copy
+    env = venv_env(CNNBENCH_DATA_MIRROR=str(datasets_dir), PYTHONPATH=str(root / "src"))
+
+    def git(*args: str):
+        return run(["git", *args], root, env)
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "test@example.com")
+    git("config", "user.name", "test")
+    run(["dvc", "init", "-q"], root, env)
+    git("add", "-A")
+    git("commit", "-qm", "project")
+    return env, git

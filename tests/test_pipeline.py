@@ -3,7 +3,6 @@ two MNIST models cut to one epoch on a few thousand real images, real MNIST thro
 the mirror, a real SQLite MLflow store. Then a branch with one changed param."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, mnist_params, run, venv_env
+from conftest import make_project, run
 
 TRAIN_ROWS = 3000
 
@@ -19,22 +18,8 @@ TRAIN_ROWS = 3000
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, datasets_dir):
     root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "stages", "src", ".gitignore"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name,
-                                                           **({"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")} if src.is_dir() else {}))
     cut = {"epochs": 1, "train_limit": TRAIN_ROWS}
-    params = mnist_params({"seed001_mnist": cut, "seed002_mnist": cut})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "metrics").mkdir()
-    env = venv_env(CNNBENCH_DATA_MIRROR=str(datasets_dir), PYTHONPATH=str(root / "src"))
-    git = lambda *a: run(["git", *a], root, env)  # noqa: E731
-    git("init", "-q", "-b", "main")
-    git("config", "user.email", "test@example.com")
-    git("config", "user.name", "test")
-    run(["dvc", "init", "-q"], root, env)
-    git("add", "-A")
-    git("commit", "-qm", "project")
+    env, git = make_project(root, datasets_dir, {"seed001_mnist": cut, "seed002_mnist": cut})
     first = run(["dvc", "repro"], root, env)
     git("add", "-A")
     git("commit", "-qm", "first run")

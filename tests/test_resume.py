@@ -1,0 +1,94 @@
+"""Resume after interruption: in process (Ctrl-C), and by SIGKILL of a real `dvc repro`."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from cnnbench.config import ModelConfig, load_params
+from cnnbench.train import Resume, train
+from conftest import make_project, run
+
+CUT = {"epochs": 4, "train_limit": 2000, "augment": {"crop_padding": 2, "cutout": 4}}
+
+
+def cfg(**kw) -> ModelConfig:
+    return ModelConfig(arch="seed002_mnist", dataset="mnist", batch_size=64, **{**CUT, **kw})
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+def interrupted(config, mnist_dir, resume, after_epoch):
+    def stop(row, timing):
+        if row["epoch"] == after_epoch:
+            raise Interrupt  # as Ctrl-C would, between two epochs' bookkeeping
+    with pytest.raises(Interrupt):
+        train(config, mnist_dir, on_epoch=stop, progress=False, resume=resume)
+
+
+def test_ctrl_c_then_rerun_ends_as_an_uninterrupted_run(mnist_dir, tmp_path):
+    reference = train(cfg(), mnist_dir, progress=False)
+    resume = Resume(tmp_path / "state.pt", extra={"mlflow_run_id": "r1"})
+    interrupted(cfg(), mnist_dir, resume, after_epoch=1)
+    state = torch.load(resume.path, weights_only=True)
+    assert [r["epoch"] for r in state["curves"]] == [0, 1] and state["extra"] == {"mlflow_run_id": "r1"}
+
+    seen = []
+    resumed = train(cfg(), mnist_dir, on_epoch=lambda r, t: seen.append(r["epoch"]), progress=False, resume=resume)
+    assert seen == [2, 3]  # no epoch twice, none missing
+    assert resumed.curves == reference.curves
+    for a, b in zip(resumed.model.state_dict().values(), reference.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not resume.path.exists()  # a finished run leaves nothing to resume from
+
+
+def test_a_changed_config_starts_fresh(mnist_dir, tmp_path):
+    resume = Resume(tmp_path / "state.pt")
+    interrupted(cfg(), mnist_dir, resume, after_epoch=0)
+    seen = []
+    changed = cfg(seed=5)
+    result = train(changed, mnist_dir, on_epoch=lambda r, t: seen.append(r["epoch"]), progress=False, resume=resume)
+    assert seen == [0, 1, 2, 3]
+    assert result.curves == train(changed, mnist_dir, progress=False).curves
+
+
+def test_sigkill_of_dvc_repro_mid_epoch_then_rerun(tmp_path, datasets_dir, mnist_dir):
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path / "project"
+    root.mkdir()
+    env, _ = make_project(root, datasets_dir, {"seed002_mnist": CUT})
+    run(["dvc", "repro", "download@mnist"], root, env)
+    curves = root / "metrics/curves/seed002_mnist.csv"
+    proc = subprocess.Popen(["dvc", "repro", "train@seed002_mnist"], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (curves.exists() and len(curves.read_text().splitlines()) == 3):  # epochs 0 and 1 done
+        assert proc.poll() is None and time.time() < deadline, "training ended before the kill"
+        time.sleep(0.1)
+    time.sleep(1.0)  # into epoch 2
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (root / "models/.resume/seed002_mnist.pt").is_file()
+
+    rerun = run(["dvc", "repro", "train@seed002_mnist"], root, env)
+    assert "resuming after epoch 1" in rerun.stderr
+
+    reference = train(load_params(root / "params.yaml").models["seed002_mnist"], mnist_dir, progress=False)
+    rows = curves.read_text().splitlines()
+    assert len(rows) == 5
+    assert [float(line.split(",")[4]) for line in rows[1:]] == [r["test_acc"] for r in reference.curves]
+    ckpt = torch.load(root / "models/seed002_mnist.pt", weights_only=True)
+    for k, v in reference.model.state_dict().items():
+        assert torch.equal(ckpt["state_dict"][k], v.cpu()), k
+    assert not (root / "models/.resume/seed002_mnist.pt").exists()
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
+    assert len(runs) == 1 and runs[0].info.run_id == ckpt["mlflow_run_id"]
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "test_acc")] == [0, 1, 2, 3]
