@@ -2,6 +2,9 @@
 
 Writes models/<model>.pt, metrics/curves/<model>.csv (per epoch, deterministic),
 metrics/timing/<model>.csv (per-epoch seconds) and metrics/train/<model>.json.
+After every epoch the state goes to models/.resume/<model>.pt (outside DVC's outputs,
+which DVC deletes before a rerun): a rerun after an interruption continues from there,
+in the same MLflow run.
 """
 
 import argparse
@@ -14,7 +17,7 @@ from cnnbench.data import DataError, load_meta, load_split
 from cnnbench.files import write_csv, write_json
 from cnnbench.loader import normalize
 from cnnbench.summary import summarize
-from cnnbench.train import resolve_device, save_checkpoint, train
+from cnnbench.train import Resume, read_resume_state, resolve_device, save_checkpoint, train
 
 
 def main() -> int:
@@ -31,8 +34,16 @@ def main() -> int:
         data_dir = Path("data") / cfg.dataset
         meta = load_meta(data_dir)
         tags = tracking.run_tags(name, cfg.dataset, str(resolve_device(cfg.device)))
-        with tracking.model_run(name, params=flatten(cfg), tags=tags) as run:
-            curves, timings = [], []
+        resume = Resume(Path(f"models/.resume/{name}.pt"))
+        saved = read_resume_state(resume.path, cfg, meta) or {"curves": [], "timings": [], "extra": {}}
+        run_id = saved["extra"].get("mlflow_run_id")
+        with tracking.model_run(name, run_id=run_id, params=flatten(cfg), tags=tags) as run:
+            curves, timings = list(saved["curves"]), list(saved["timings"])
+            if curves:
+                print(f"train@{name}: resuming after epoch {curves[-1]['epoch']}", file=sys.stderr)
+            if run:
+                resume.extra["mlflow_run_id"] = run.run_id
+                run.log_missing_epochs(curves, timings)
 
             def on_epoch(row: dict, timing: dict) -> None:
                 curves.append(row)
@@ -42,7 +53,7 @@ def main() -> int:
                 if run:
                     run.log_epoch({**row, **timing}, step=row["epoch"])
 
-            result = train(cfg, data_dir, on_epoch=on_epoch)
+            result = train(cfg, data_dir, on_epoch=on_epoch, resume=resume)
             save_checkpoint(Path(f"models/{name}.pt"), result.model, cfg, meta,
                             run.run_id if run else None)
             summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))

@@ -23,6 +23,17 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def write_torch(path: Path, obj) -> None:
+    """torch.save, atomically: a checkpoint is either the old one or the new one."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(path, buf.getvalue())
+
+
 def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -10,8 +10,11 @@ import pandas as pd
 from cnnbench.config import ModelConfig
 
 
-def _verdict(ok: bool, text: str) -> str:
-    return f"{'PASS' if ok else 'FAIL'} ({text})"
+def _verdict(value, op: str, limit, fmt=str) -> str:
+    """PASS (13,582 <= 15,000) or FAIL (99.25% < 99.40%): the numbers and the comparison."""
+    ok = value <= limit if op == "<=" else value >= limit
+    shown = op if ok else {"<=": ">", ">=": "<"}[op]
+    return f"{'PASS' if ok else 'FAIL'} ({fmt(value)} {shown} {fmt(limit)})"
 
 
 def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dict) -> dict:
@@ -25,11 +28,9 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
            "train_seconds": round(training["seconds"], 1)}
     row["diff_vs_reported_pp"] = (round(row["test_acc_pct"] - row["reported_acc_pct"], 2)
                                   if cfg.reported else None)
-    row["budget_params"] = (_verdict(row["params"] <= b.max_params, f"{row['params']:,} <= {b.max_params:,}")
-                            if b.max_params else "")
-    row["budget_epochs"] = (_verdict(row["epochs"] <= b.max_epochs, f"{row['epochs']} <= {b.max_epochs}")
-                            if b.max_epochs else "")
-    row["budget_acc"] = (_verdict(acc >= b.min_test_acc, f"{100 * acc:.2f}% >= {100 * b.min_test_acc:.2f}%")
+    row["budget_params"] = _verdict(row["params"], "<=", b.max_params, "{:,}".format) if b.max_params else ""
+    row["budget_epochs"] = _verdict(row["epochs"], "<=", b.max_epochs) if b.max_epochs else ""
+    row["budget_acc"] = (_verdict(acc, ">=", b.min_test_acc, lambda v: f"{100 * v:.2f}%")
                          if b.min_test_acc is not None else "")
     return row
 

@@ -144,6 +144,19 @@ class ModelRun:
         values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"}
         self.log(f"epoch {step} metrics", lambda: mlflow.log_metrics(values, step=step))
 
+    def log_missing_epochs(self, curves: list[dict], timings: list[dict]) -> None:
+        """After a resume: log the saved epochs this run does not have yet (the process
+        may have died between saving an epoch and logging it)."""
+        from mlflow.tracking import MlflowClient
+
+        try:
+            logged = {m.step for m in MlflowClient().get_metric_history(self.run_id, "test_acc")}
+        except Exception:  # noqa: BLE001 - server away: assume nothing, log all
+            logged = set()
+        for row, timing in zip(curves, timings):
+            if row["epoch"] not in logged:
+                self.log_epoch({**row, **timing}, step=row["epoch"])
+
     def _flush(self) -> bool:
         while self.pending:
             what, fn = self.pending[0]

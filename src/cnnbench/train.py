@@ -5,6 +5,8 @@ No MLflow or file formats here: the caller passes ``on_epoch`` to record each ep
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
@@ -89,6 +91,37 @@ def evaluate_split(model: nn.Module, split: DeviceSplit) -> tuple[float, float, 
 
 
 @dataclass
+class Resume:
+    """Where train() keeps its state after every epoch (model, optimizer, scheduler, RNG
+    states, curves so far) so that a rerun after an interruption continues from the last
+    finished epoch; ``extra`` travels with it (the MLflow run id)."""
+
+    path: Path
+    extra: dict = field(default_factory=dict)
+
+
+def fingerprint(cfg: ModelConfig, meta: dict) -> str:
+    """What a saved state must match to be resumed: the config and the data."""
+    blob = json.dumps({"config": cfg.model_dump(), "data": meta["splits"]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_resume_state(path: Path, cfg: ModelConfig, meta: dict) -> dict | None:
+    """The state saved at ``path`` when it belongs to this config and data. A state
+    from another config (or an unreadable one) is deleted: that run starts fresh."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception:  # noqa: BLE001 - a torn or foreign file is no state to resume
+        state = {}
+    if state.get("fingerprint") != fingerprint(cfg, meta):
+        path.unlink()
+        return None
+    return state
+
+
+@dataclass
 class TrainResult:
     model: nn.Module
     curves: list[dict] = field(default_factory=list)
@@ -108,10 +141,13 @@ class TrainResult:
 
 def train(cfg: ModelConfig, data_dir: Path,
           on_epoch: Callable[[dict, dict], None] | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, resume: Resume | None = None) -> TrainResult:
     """Train ``cfg`` on the dataset in ``data_dir``; ``on_epoch(curve_row, timing_row)``
     is called after every epoch, with the results and the (non-deterministic) timings
-    kept apart so that results are byte-identical between runs on the CPU."""
+    kept apart so that results are byte-identical between runs on the CPU.
+
+    With ``resume``, the state is saved after every epoch and a matching saved state is
+    continued from; the run ends as an uninterrupted one would, and removes the state."""
     meta = load_meta(data_dir)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -132,9 +168,19 @@ def train(cfg: ModelConfig, data_dir: Path,
     augment = cfg.augment if cfg.augment != type(cfg.augment)() else None
 
     result = TrainResult(model=model, device=str(device))
+    state = read_resume_state(resume.path, cfg, meta) if resume else None
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["generator"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        result.curves, result.timings = state["curves"], state["timings"]
     bar = _progress(progress)
     with bar:
-        for epoch in range(cfg.epochs):
+        for epoch in range(len(result.curves), cfg.epochs):
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch,
                                 loss="", rate="")
             lr = optimizer.param_groups[0]["lr"]
@@ -166,9 +212,23 @@ def train(cfg: ModelConfig, data_dir: Path,
             bar.update(task, description=f"epoch {epoch + 1}/{cfg.epochs} test acc {test_acc:.4f}")
             result.curves.append(row)
             result.timings.append(timing)
+            if resume:
+                _save_state(resume, cfg, meta, model, optimizer, scheduler, gen, result)
             if on_epoch:
                 on_epoch(row, timing)
+    if resume:
+        resume.path.unlink(missing_ok=True)  # finished: nothing stale to resume from later
     return result
+
+
+def _save_state(resume: Resume, cfg, meta, model, optimizer, scheduler, gen, result) -> None:
+    from cnnbench.files import write_torch
+
+    write_torch(resume.path, {"fingerprint": fingerprint(cfg, meta), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "generator": gen.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "curves": result.curves, "timings": result.timings, "extra": resume.extra})
 
 
 def _progress(enabled: bool):
@@ -184,16 +244,12 @@ def save_checkpoint(path: Path, model: nn.Module, cfg: ModelConfig, meta: dict,
                     run_id: str | None) -> None:
     """Weights plus everything needed to rebuild and feed the model; plain types only,
     so it loads with ``torch.load(weights_only=True)``."""
-    import io
+    from cnnbench.files import write_torch
 
-    from cnnbench.files import write_atomic
-
-    buf = io.BytesIO()
-    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+    write_torch(path, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                 "config": cfg.model_dump(), "classes": meta["classes"],
                 "input_shape": meta["input_shape"], "mean": meta["mean"], "std": meta["std"],
-                "mlflow_run_id": run_id}, buf)
-    write_atomic(path, buf.getvalue())
+                "mlflow_run_id": run_id})
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
