@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 from cnnbench import tracking
-from cnnbench.config import ConfigError, load_params
+from cnnbench.config import ConfigError, load_model_config
 from cnnbench.evaluate import confusion_rows, evaluate_checkpoint, plot_misclassified
 from cnnbench.files import write_csv, write_json
+from cnnbench.train import TrainError
 
 
 def main() -> int:
@@ -24,11 +25,13 @@ def main() -> int:
     args = parser.parse_args()
     name = args.model
     try:
-        cfg = load_params(args.params).models.get(name)
-        if cfg is None:
-            raise ConfigError(f"model {name!r} is not in {args.params}")
+        cfg = load_model_config(args.params, name)
         checkpoint = Path(f"models/{name}.pt")
-        run_id = torch.load(checkpoint, weights_only=True)["mlflow_run_id"]
+        saved = torch.load(checkpoint, weights_only=True)
+        if saved["config"] != cfg.model_dump():
+            raise TrainError(f"{checkpoint} was trained with another config than models.{name} in "
+                             f"{args.params}; retrain it with `dvc repro train@{name}`")
+        run_id = saved["mlflow_run_id"]
         metrics, pred, (images, labels), classes = evaluate_checkpoint(checkpoint, Path("data") / cfg.dataset)
         metrics_json = Path(f"metrics/eval/{name}.json")
         confusion_csv = Path(f"metrics/confusion/{name}.csv")
@@ -39,7 +42,7 @@ def main() -> int:
         with tracking.model_run(name, run_id=run_id if tracking.enabled() else None) as run:
             if run:
                 run.log_evaluation(metrics, [metrics_json, confusion_csv, mistakes_png])
-    except (ConfigError, FileNotFoundError, tracking.TrackingError) as e:
+    except (ConfigError, FileNotFoundError, TrainError, tracking.TrackingError) as e:
         print(f"evaluate@{name}: error: {e}", file=sys.stderr)
         return 1
     print(f"evaluate@{name}: test acc {metrics['test_acc']:.4f}, {metrics['errors']} errors "

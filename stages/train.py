@@ -8,31 +8,33 @@ in the same MLflow run.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from cnnbench import tracking
-from cnnbench.config import ConfigError, flatten, load_params
+from cnnbench.config import ConfigError, flatten, load_model_config
 from cnnbench.data import DataError, load_meta, load_split
 from cnnbench.files import write_csv, write_json
 from cnnbench.loader import normalize
 from cnnbench.summary import summarize
-from cnnbench.train import Resume, read_resume_state, resolve_device, save_checkpoint, train
+from cnnbench.train import (Resume, TrainError, preflight, read_resume_state, resolve_device,
+                            save_checkpoint, train)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model")
     parser.add_argument("--params", default="params.yaml")
-    name = parser.parse_args().model
+    args = parser.parse_args()
+    name = args.model
     curves_csv, timing_csv = Path(f"metrics/curves/{name}.csv"), Path(f"metrics/timing/{name}.csv")
     try:
-        params = load_params(parser.parse_args().params)
-        if name not in params.models:
-            raise ConfigError(f"model {name!r} is not in params.yaml; models: {', '.join(params.models)}")
-        cfg = params.models[name]
+        cfg = load_model_config(args.params, name)
         data_dir = Path("data") / cfg.dataset
         meta = load_meta(data_dir)
+        for warning in preflight(cfg, meta, strict_budgets=bool(os.environ.get("CNNBENCH_STRICT_BUDGETS"))):
+            print(f"train@{name}: warning: {warning}", file=sys.stderr)
         tags = tracking.run_tags(name, cfg.dataset, str(resolve_device(cfg.device)))
         resume = Resume(Path(f"models/.resume/{name}.pt"))
         saved = read_resume_state(resume.path, cfg, meta) or {"curves": [], "timings": [], "extra": {}}
@@ -61,7 +63,7 @@ def main() -> int:
             if run:
                 example = normalize(load_split(data_dir, "test")[0][:4], meta["mean"], meta["std"])
                 run.log_training(summary.to_text("markdown"), [curves_csv, timing_csv], result.model, example)
-    except (ConfigError, DataError, tracking.TrackingError) as e:
+    except (ConfigError, DataError, TrainError, tracking.TrackingError) as e:
         print(f"train@{name}: error: {e}", file=sys.stderr)
         return 1
     s = result.summary()

@@ -141,3 +141,21 @@ def test_truncated_gzip_is_a_clear_error_and_leaves_nothing(datasets_dir, tmp_pa
     assert "expected md5 ec29112dd5afa0611ce80d1b7f02629c" in msg
     assert sorted(p.name for p in data.iterdir()) == ["mnist"]  # no partial folder left
     assert json.loads((data / "mnist" / "meta.json").read_text()) == {"good": True}
+
+
+def test_archive_members_cannot_escape_the_extraction_folder(tmp_path):
+    import io
+    import tarfile
+
+    from cnnbench.data import _extract_tar
+
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"pwned"
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DataError, match="evil.tar.gz could not be extracted"):
+        _extract_tar(archive, tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists()

@@ -179,6 +179,14 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     return parse_params(raw, str(path))
 
 
+def load_model_config(path: Path | str, name: str) -> ModelConfig:
+    """The validated entry ``models.<name>``; the whole file is validated first."""
+    params = load_params(path)
+    if name not in params.models:
+        raise ConfigError(f"model {name!r} is not in {path}; models: {', '.join(params.models)}")
+    return params.models[name]
+
+
 def flatten(config: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
     """{"optimizer.lr": 0.003, ...}: a config as MLflow params."""
     data = config.model_dump() if isinstance(config, BaseModel) else config

@@ -26,6 +26,40 @@ CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "l
 EVAL_BATCH = 1000
 
 
+class TrainError(RuntimeError):
+    """A model cannot be trained or loaded as configured; the message says what to do."""
+
+
+def preflight(cfg: ModelConfig, meta: dict, strict_budgets: bool = False) -> list[str]:
+    """Checks that need the model, before any data is loaded or time is spent: the
+    arch must take the dataset's images and give one logit per class (else TrainError).
+    Returns budget warnings (a model whose parameters or epochs already break its
+    budget), which are a TrainError with ``strict_budgets``."""
+    model = create_model(cfg.arch, num_classes=len(meta["classes"]))
+    shape = tuple(meta["input_shape"])
+    shown = "x".join(map(str, shape))
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *shape))
+    except RuntimeError as e:
+        raise TrainError(f"arch {cfg.arch!r} does not fit dataset {cfg.dataset!r} (images {shown}): "
+                         f"{str(e).splitlines()[0]}. Choose an arch made for {shown} inputs "
+                         f"(`cnnbench models` lists them with their dataset).") from e
+    if tuple(out.shape) != (2, len(meta["classes"])):
+        raise TrainError(f"arch {cfg.arch!r} gives outputs of shape {tuple(out.shape)[1:]} on "
+                         f"{cfg.dataset!r}, not one logit per class ({len(meta['classes'])}).")
+    warnings = []
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if cfg.budget.max_params and params > cfg.budget.max_params:
+        warnings.append(f"{cfg.arch} has {params:,} trainable parameters, over its budget of "
+                        f"{cfg.budget.max_params:,} (budget.max_params)")
+    if cfg.budget.max_epochs and cfg.epochs > cfg.budget.max_epochs:
+        warnings.append(f"epochs {cfg.epochs} is over the budget of {cfg.budget.max_epochs} (budget.max_epochs)")
+    if warnings and strict_budgets:
+        raise TrainError("; ".join(warnings) + " (strict budgets are on: CNNBENCH_STRICT_BUDGETS)")
+    return warnings
+
+
 def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was requested but no CUDA GPU is available; "
@@ -256,5 +290,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.
     ckpt = torch.load(path, map_location=device, weights_only=True)
     cfg = ModelConfig.model_validate(ckpt["config"])
     model = create_model(cfg.arch, num_classes=len(ckpt["classes"]))
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise TrainError(f"{path} does not hold weights of arch {cfg.arch!r} "
+                         f"({str(e).splitlines()[0]}); retrain it with `dvc repro --force`.") from e
     return model.to(device).eval(), ckpt
