@@ -148,19 +148,20 @@ def main() -> None:
             for side in results:  # A B A B: drift in the machine hits both sides alike
                 results[side].append(trial(side, child))
         med = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in results.items()}
-        rows.append({"model": name, "batch": batch, "images": images,
-                     "cnnbench img/s": med["cnnbench"]["images_per_s"],
-                     "reference img/s": med["reference"]["images_per_s"],
-                     "ratio": round(med["cnnbench"]["images_per_s"] / med["reference"]["images_per_s"], 2),
-                     "cnnbench RSS MB": med["cnnbench"]["peak_rss_mb"],
-                     "reference RSS MB": med["reference"]["peak_rss_mb"],
-                     **({"cnnbench GPU MB": med["cnnbench"]["peak_gpu_mb"],
-                         "reference GPU MB": med["reference"]["peak_gpu_mb"]} if "peak_gpu_mb" in med["cnnbench"] else {})})
+        ours, ref = med["cnnbench"], med["reference"]
+        row = {"model": name, "batch": batch, "images": images,
+               "cnnbench img/s": ours["images_per_s"], "reference img/s": ref["images_per_s"],
+               "ratio": round(ours["images_per_s"] / ref["images_per_s"], 2),
+               "cnnbench RSS MB": ours["peak_rss_mb"], "reference RSS MB": ref["peak_rss_mb"]}
+        if "peak_gpu_mb" in ours:
+            row.update({"cnnbench GPU MB": ours["peak_gpu_mb"], "reference GPU MB": ref["peak_gpu_mb"]})
+        rows.append(row)
         print(rows[-1], flush=True)
 
     import pandas as pd
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or platform.machine()
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    device = torch.cuda.get_device_name() if on_gpu else (platform.processor() or platform.machine())
     header = (f"command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`\n\n"
               f"device: {device}, {os.cpu_count()} CPU cores; torch {torch.__version__}, "
               f"python {platform.python_version()}; {args.trials} alternating trials per side, medians\n\n")

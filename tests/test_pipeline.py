@@ -112,7 +112,8 @@ def test_branch_with_one_changed_param_diffs_exactly_that_model(project):
 
 def test_dvc_exp_run_temp_lands_in_the_main_store(project):
     root, env, git, _ = project
-    before = len(mlflow_client(root).search_runs([mlflow_client(root).get_experiment_by_name("cnnbench").experiment_id]))
+    client = mlflow_client(root)
+    before = len(client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id]))
     # the quick-experiment form for a stated key, `++` for one inherited from defaults
     run(["dvc", "exp", "run", "--temp", "-S", "models.seed001_mnist.train_limit=1000",
          "-S", "++models.seed001_mnist.seed=3", "-n", "temp-exp"], root, env)

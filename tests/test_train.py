@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from cnnbench.config import Augment, ModelConfig
+from cnnbench.data import load_meta
 from cnnbench.loader import DeviceSplit, apply_augment
 from cnnbench.train import load_checkpoint, save_checkpoint, train
-from cnnbench.data import load_meta
 
 
 def mnist_cfg(**kw) -> ModelConfig:
