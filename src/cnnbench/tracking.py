@@ -132,6 +132,7 @@ class ModelRun:
         self.run_id = run.info.run_id
         self.retry_seconds = retry_seconds
         self.pending: list[tuple[str, Callable[[], object]]] = []
+        self.warned = False  # one warning per run, not one per failed epoch
 
     def log(self, what: str, fn: Callable[[], object]) -> None:
         """Queue ``fn`` (described as ``what``) and send everything queued, in order."""
@@ -163,10 +164,10 @@ class ModelRun:
             try:
                 fn()
             except Exception as e:  # noqa: BLE001 - any client error means "not now"
-                if not getattr(self, "_warned", False):
+                if not self.warned:
                     print(f"MLflow: could not log {what} to {redact(tracking_uri())} "
                           f"({type(e).__name__}); training goes on, will retry", file=sys.stderr)
-                    self._warned = True
+                    self.warned = True
                 return False
             self.pending.pop(0)
         return True
