@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 # stage commands call `python`, `dvc` and `mlflow`: make them the venv's
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test bench mlflow-ui clean
+.PHONY: install run test bench mlflow-ui clean cifar10-recovered
+# the offline stand-ins for the downloads (../shared/datasets/README.md)
+SHARED_DATASETS ?= $(CURDIR)/../shared/datasets
+RECOVERED := data/external/cifar10-recovered.npz
 
 install: $(STAMP)
 
@@ -21,6 +24,12 @@ run: install  ## the main job: rerun whatever changed in the pipeline
 
 test: install  ## the whole test suite (CPU, real data)
 	python -m pytest
+
+cifar10-recovered: $(RECOVERED)  ## join the recovered CIFAR-10 shards (datasets.cifar10_recovered)
+
+$(RECOVERED):
+	mkdir -p $(dir $@)
+	python3 $(SHARED_DATASETS)/cifar10-recovered/join.py $(@:.npz=.tmp.npz) && mv $(@:.npz=.tmp.npz) $@  # np.savez adds .npz
 
 mlflow-ui: install  ## browse runs at http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -18,8 +18,7 @@ from cnnbench.data import DataError, load_meta, load_split
 from cnnbench.files import write_csv, write_json
 from cnnbench.loader import normalize
 from cnnbench.summary import summarize
-from cnnbench.train import (Resume, TrainError, preflight, read_resume_state, resolve_device,
-                            save_checkpoint, train)
+from cnnbench.train import Resume, TrainError, preflight, read_resume_state, resolve_device, save_checkpoint, train
 
 
 def main() -> int:

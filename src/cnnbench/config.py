@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -79,9 +79,28 @@ class ModelConfig(_Strict):
     augment: Augment = Augment()
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bf16 autocast on CUDA, fp32 on the CPU (where bf16 is slow and CPU runs
+    # are meant to be bit-reproducible)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # torch.compile mode for training; reduce-overhead adds CUDA graphs, which pays off
+    # at small batch sizes on a GPU, where training is bound by kernel launches
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    # Keras's layer defaults, for reproducing the Keras seeds: BatchNorm momentum 0.99
+    # (0.01 in PyTorch's convention) and epsilon 1e-3, Glorot-uniform weights, zero
+    # biases, and Adam epsilon 1e-7 unless optimizer.eps is given
+    keras_defaults: bool = False
     train_limit: int | None = Field(None, ge=1)  # use only the first N training images
     budget: Budget = Budget()
     reported: Reported | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keras_adam_eps(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("keras_defaults") is True:
+            optimizer = data.get("optimizer") or {}
+            if isinstance(optimizer, dict) and "eps" not in optimizer:
+                data = {**data, "optimizer": {**optimizer, "eps": 1e-7}}
+        return data
 
 
 class TorchvisionDataset(_Strict):

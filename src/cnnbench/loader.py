@@ -1,8 +1,9 @@
 """Batches from a split that lives on the device as uint8.
 
-The whole split is moved to the device once; each batch is normalised and augmented
-there, with vectorised tensor ops and no per-image Python work. Randomness comes from
-one torch.Generator, so a run is reproducible from its seed.
+The whole split is moved to the device once; each batch is augmented (on the uint8
+pixels, as torchvision's transforms do) and normalised there, with vectorised tensor ops
+and no per-image Python work. Randomness comes from one torch.Generator, so a run is
+reproducible from its seed.
 """
 
 from __future__ import annotations
@@ -20,16 +21,12 @@ class DeviceSplit:
         self.images = images.to(device)  # uint8 N,C,H,W: a quarter of float32's memory
         self.labels = labels.to(device)
         self.device = device
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=device).view(shape)
-        self.std = torch.tensor(std, device=device).view(shape)
+        # on the device once, not copied there for every batch
+        self.mean = torch.tensor(mean, device=device)
+        self.std = torch.tensor(std, device=device)
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float().div_(255) - self.mean) / self.std
-
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 augment: Augment | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -39,21 +36,26 @@ class DeviceSplit:
                  if generator is not None else torch.arange(n, device=self.device))
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            x = self.normalize(self.images[idx])
+            x = self.images[idx]
             if augment is not None and generator is not None:
                 x = apply_augment(x, augment, generator)
-            yield x, self.labels[idx]
+            yield normalize(x, self.mean, self.std), self.labels[idx]
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 N,C,H,W -> the float input the models are trained on."""
-    return DeviceSplit(images, images.new_zeros(len(images)), mean, std, images.device).normalize(images)
+    """uint8 N,C,H,W -> the float input the models are trained on; ``mean`` and ``std``
+    per channel, in [0, 1] units (lists, or tensors already on the images' device)."""
+    shape = (1, -1, 1, 1)
+    mean = torch.as_tensor(mean, device=images.device).view(shape)
+    std = torch.as_tensor(std, device=images.device).view(shape)
+    return (images.float().div_(255) - mean) / std
 
 
 def apply_augment(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
     """Random crop after zero padding, horizontal flip and cutout, for a whole batch.
 
-    Runs on normalised images, so padding and cutout fill with the data set's mean.
+    Runs on the uint8 pixels before normalisation, so padding and cutout are black, as
+    with torchvision's RandomCrop(padding=p) and the usual cutout on raw images.
     """
     n, _, h, w = x.shape
     dev = x.device

@@ -47,4 +47,4 @@ def _check_known(name: str) -> None:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
 
 
-from cnnbench.models import seeds  # noqa: E402,F401  (registers the seed architectures)
+from cnnbench.models import ours, seeds  # noqa: E402,F401  (registers the architectures)
