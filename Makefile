@@ -31,6 +31,10 @@ $(RECOVERED):
 	mkdir -p $(dir $@)
 	python3 $(SHARED_DATASETS)/cifar10-recovered/join.py $(@:.npz=.tmp.npz) && mv $(@:.npz=.tmp.npz) $@  # np.savez adds .npz
 
+BENCH_OUT ?= benchmarks/results/$(shell hostname)-$(shell date +%Y%m%d).md
+bench: install  ## trainer vs plain PyTorch loop, images/s (see benchmarks/throughput.py)
+	python benchmarks/throughput.py --trials 3 --out $(BENCH_OUT)
+
 mlflow-ui: install  ## browse runs at http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 

@@ -8,9 +8,12 @@ pin_memory on a GPU), eager fp32, ``loss.item()`` every step. cnnbench runs its 
 
 Each trial is a fresh subprocess (so its peak RSS is its own), trials alternate
 (cnnbench, reference, cnnbench, ...) and the table reports medians. Both sides time one
-whole epoch of the same number of synthetic images of the real shape.
+whole epoch of the same number of synthetic images of the real shape, after
+``--warmup-epochs`` untimed ones (use 1 or more on a GPU, where the first epoch pays for
+cuDNN autotuning and, with ``--compile``, for compilation).
 
     python benchmarks/throughput.py --models seed001_mnist cifar_base --trials 3
+    python benchmarks/throughput.py --images 50000 --warmup-epochs 1 --compile reduce-overhead
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def peak_memory() -> dict:
     return out
 
 
-def run_cnnbench(arch: str, dataset: str, batch: int, images: int, device: str) -> dict:
+def run_cnnbench(arch: str, dataset: str, batch: int, images: int, device: str,
+                 compile_mode: str, warmup: int) -> dict:
     """cnnbench's own train() on a synthetic split written in the pipeline's format."""
     from cnnbench.config import ModelConfig
     from cnnbench.train import train
@@ -58,13 +62,15 @@ def run_cnnbench(arch: str, dataset: str, batch: int, images: int, device: str) 
         (Path(tmp) / "meta.json").write_text(json.dumps({
             "classes": [str(i) for i in range(10)], "input_shape": list(SHAPES[dataset]),
             "mean": [0.5] * SHAPES[dataset][0], "std": [0.25] * SHAPES[dataset][0]}))
-        cfg = ModelConfig(arch=arch, dataset=dataset, epochs=1, batch_size=batch, device=device,
-                          augment=augment)
+        cfg = ModelConfig(arch=arch, dataset=dataset, epochs=1 + warmup, batch_size=batch,
+                          device=device, augment=augment, compile=compile_mode)
         result = train(cfg, Path(tmp), progress=False)
-    return {"images_per_s": result.timings[0]["train_images_per_s"], **peak_memory()}
+    return {"images_per_s": result.timings[-1]["train_images_per_s"], **peak_memory()}
 
 
-def run_reference(arch: str, dataset: str, batch: int, images: int, device: str) -> dict:
+def run_reference(arch: str, dataset: str, batch: int, images: int, device: str,
+                  compile_mode: str, warmup: int) -> dict:
+    """The plain loop: eager fp32 whatever ``compile_mode`` says (that is cnnbench's)."""
     import numpy as np
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
@@ -97,17 +103,18 @@ def run_reference(arch: str, dataset: str, batch: int, images: int, device: str)
     model = create_model(arch).to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    start = time.perf_counter()
-    running = 0.0
-    for xb, yb in loader:
-        xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-        opt.zero_grad()
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        opt.step()
-        running += loss.item()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    for _ in range(1 + warmup):  # the last epoch is timed
+        start = time.perf_counter()
+        running = 0.0
+        for xb, yb in loader:
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+            running += loss.item()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     return {"images_per_s": round(images / (time.perf_counter() - start), 1), **peak_memory()}
 
 
@@ -125,13 +132,16 @@ def main() -> None:
     p.add_argument("--images", type=int, default=6400, help="images per timed epoch")
     p.add_argument("--trials", type=int, default=3, help="trials per side, alternating")
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", default="off", help="cnnbench's torch.compile mode (off, default, "
+                   "reduce-overhead, max-autotune)")
+    p.add_argument("--warmup-epochs", type=int, default=0, help="untimed epochs before the timed one")
     p.add_argument("--out", help="also write the markdown table here")
-    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        side, arch, dataset, batch, images, device = args.child
+        side, arch, dataset, batch, images, device, compile_mode, warmup = args.child
         fn = run_cnnbench if side == "cnnbench" else run_reference
-        print(json.dumps(fn(arch, dataset, int(batch), int(images), device)))
+        print(json.dumps(fn(arch, dataset, int(batch), int(images), device, compile_mode, int(warmup))))
         return
 
     from cnnbench.config import load_params
@@ -142,7 +152,8 @@ def main() -> None:
         cfg = params[name]
         batch = args.batch or cfg.batch_size
         images = max(args.images, 4 * batch)
-        child = [cfg.arch, cfg.dataset, str(batch), str(images), args.device]
+        child = [cfg.arch, cfg.dataset, str(batch), str(images), args.device, args.compile,
+                 str(args.warmup_epochs)]
         results = {"cnnbench": [], "reference": []}
         for _ in range(args.trials):
             for side in results:  # A B A B: drift in the machine hits both sides alike

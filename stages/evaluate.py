@@ -9,13 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from cnnbench import tracking
 from cnnbench.config import ConfigError, load_model_config
-from cnnbench.evaluate import confusion_rows, evaluate_checkpoint, plot_misclassified
+from cnnbench.evaluate import confusion_rows, evaluate_model, plot_misclassified
 from cnnbench.files import write_csv, write_json
-from cnnbench.train import TrainError
+from cnnbench.train import TrainError, load_checkpoint
 
 
 def main() -> int:
@@ -27,12 +25,12 @@ def main() -> int:
     try:
         cfg = load_model_config(args.params, name)
         checkpoint = Path(f"models/{name}.pt")
-        saved = torch.load(checkpoint, weights_only=True)
+        model, saved = load_checkpoint(checkpoint)  # weights_only=True inside
         if saved["config"] != cfg.model_dump():
             raise TrainError(f"{checkpoint} was trained with another config than models.{name} in "
                              f"{args.params}; retrain it with `dvc repro train@{name}`")
         run_id = saved["mlflow_run_id"]
-        metrics, pred, (images, labels), classes = evaluate_checkpoint(checkpoint, Path("data") / cfg.dataset)
+        metrics, pred, (images, labels), classes = evaluate_model(model, saved, Path("data") / cfg.dataset)
         metrics_json = Path(f"metrics/eval/{name}.json")
         confusion_csv = Path(f"metrics/confusion/{name}.csv")
         mistakes_png = Path(f"metrics/misclassified/{name}.png")

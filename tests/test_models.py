@@ -17,6 +17,24 @@ SEED_COUNTS = {
 }
 
 
+# ours: (trainable, Keras total) and the budget each is built for
+OUR_COUNTS = {"mnist_7k": (7_442, 7_602, 8_000), "sep_cifar_94k": (93_861, 95_589, 99_999)}
+
+
+@pytest.mark.parametrize("name", sorted(OUR_COUNTS))
+def test_our_models_fit_their_budgets_and_say_their_size(name):
+    trainable, keras_total, budget = OUR_COUNTS[name]
+    assert count_params(create_model(name)) == (trainable, keras_total) and trainable <= budget
+    assert f"{trainable:,}" in create_model.__globals__["_REGISTRY"][name].__doc__
+
+
+def test_separable_model_has_no_full_kxk_convolution():
+    """The CIFAR assignment's rule: every kxk convolution is depthwise."""
+    convs = [m for m in create_model("sep_cifar_94k").modules() if isinstance(m, torch.nn.Conv2d)]
+    full = [m for m in convs if m.kernel_size != (1, 1) and m.groups != m.in_channels]
+    assert convs and not full, full
+
+
 @pytest.mark.parametrize("name", sorted(SEED_COUNTS))
 def test_seed_parameter_counts_match_keras_summaries(name):
     assert count_params(create_model(name)) == SEED_COUNTS[name]

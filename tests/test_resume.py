@@ -1,4 +1,5 @@
-"""Resume after interruption: in process (Ctrl-C), and by SIGKILL of a real `dvc repro`."""
+"""Resume after interruption: in process (Ctrl-C), and by SIGKILL or SIGTERM of a real
+`dvc repro`."""
 
 import os
 import signal
@@ -57,7 +58,10 @@ def test_a_changed_config_starts_fresh(mnist_dir, tmp_path):
     assert result.curves == train(changed, mnist_dir, progress=False).curves
 
 
-def test_sigkill_of_dvc_repro_mid_epoch_then_rerun(tmp_path, datasets_dir, mnist_dir):
+@pytest.mark.parametrize("sig, status_after_kill", [(signal.SIGKILL, "RUNNING"), (signal.SIGTERM, "KILLED")])
+def test_kill_of_dvc_repro_mid_epoch_then_rerun(sig, status_after_kill, tmp_path, datasets_dir, mnist_dir):
+    """SIGKILL gives no chance to clean up; SIGTERM closes the MLflow run as KILLED. Either
+    way the rerun continues after the last finished epoch, in the same MLflow run."""
     from mlflow.tracking import MlflowClient
 
     root = tmp_path / "project"
@@ -72,9 +76,12 @@ def test_sigkill_of_dvc_repro_mid_epoch_then_rerun(tmp_path, datasets_dir, mnist
         assert proc.poll() is None and time.time() < deadline, "training ended before the kill"
         time.sleep(0.1)
     time.sleep(1.0)  # into epoch 2
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=120)
     assert (root / "models/.resume/seed002_mnist.pt").is_file()
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    [killed] = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
+    assert killed.info.status == status_after_kill
 
     rerun = run(["dvc", "repro", "train@seed002_mnist"], root, env)
     assert "resuming after epoch 1" in rerun.stderr
@@ -88,7 +95,7 @@ def test_sigkill_of_dvc_repro_mid_epoch_then_rerun(tmp_path, datasets_dir, mnist
         assert torch.equal(ckpt["state_dict"][k], v.cpu()), k
     assert not (root / "models/.resume/seed002_mnist.pt").exists()
 
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
-    assert len(runs) == 1 and runs[0].info.run_id == ckpt["mlflow_run_id"]
+    assert len(runs) == 1 and runs[0].info.run_id == ckpt["mlflow_run_id"] == killed.info.run_id
+    assert runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "test_acc")] == [0, 1, 2]

@@ -10,14 +10,15 @@ import torch
 from cnnbench.data import load_split
 from cnnbench.loader import DeviceSplit
 from cnnbench.summary import count_params
-from cnnbench.train import evaluate_split, load_checkpoint
+from cnnbench.train import evaluate_split
 
 
-def evaluate_checkpoint(checkpoint: Path, data_dir: Path, device: str = "cpu"):
-    """(metrics, predictions, (images, labels)) of a trained model on the test split."""
-    model, ckpt = load_checkpoint(checkpoint, device)
+def evaluate_model(model: torch.nn.Module, ckpt: dict, data_dir: Path):
+    """(metrics, predictions, (images, labels), classes) of a model loaded by
+    ``load_checkpoint`` on the test split in ``data_dir``."""
+    device = next(model.parameters()).device
     images, labels = load_split(data_dir, "test")
-    split = DeviceSplit(images, labels, ckpt["mean"], ckpt["std"], torch.device(device))
+    split = DeviceSplit(images, labels, ckpt["mean"], ckpt["std"], device)
     loss, acc, pred = evaluate_split(model, split)
     classes = ckpt["classes"]
     per_class = {}

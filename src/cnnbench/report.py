@@ -20,7 +20,8 @@ def _verdict(value, op: str, limit, fmt=str) -> str:
 def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dict) -> dict:
     acc = evaluation["test_acc"]
     b = cfg.budget
-    row = {"model": name, "arch": cfg.arch, "dataset": cfg.dataset,
+    row = {"model": name, "origin": "seed" if cfg.reported else "cnnbench",
+           "arch": cfg.arch, "dataset": cfg.dataset, "test_images": evaluation["test_images"],
            "params": evaluation["params"], "keras_params": evaluation["keras_params"],
            "epochs": training["epochs"], "test_acc_pct": round(100 * acc, 2),
            "reported_acc_pct": round(100 * cfg.reported.test_acc, 2) if cfg.reported else None,
@@ -35,7 +36,7 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
     return row
 
 
-COLUMNS = ["model", "arch", "dataset", "params", "keras_params", "epochs", "test_acc_pct",
+COLUMNS = ["model", "origin", "arch", "dataset", "test_images", "params", "keras_params", "epochs", "test_acc_pct",
            "reported_acc_pct", "diff_vs_reported_pp", "budget_params", "budget_epochs",
            "budget_acc", "best_epoch", "train_seconds"]
 
@@ -61,6 +62,10 @@ def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tupl
 
 def to_markdown(frame: pd.DataFrame, missing: list[str]) -> str:
     text = frame.to_markdown(index=False) + "\n"
+    for dataset, images in frame.groupby("dataset")["test_images"].first().items():
+        if dataset.endswith("_recovered"):
+            text += (f"\n{dataset}: accuracy measured on {images:,} of the 10,000 official test "
+                     f"images (the recovered data set; see params.yaml).\n")
     if missing:
         text += f"\nNot trained yet: {', '.join(missing)}\n"
     return text

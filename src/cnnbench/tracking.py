@@ -12,8 +12,10 @@ track should not pay for it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -108,18 +110,33 @@ def _setup():
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     mlflow.set_tracking_uri(uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    if mlflow.get_experiment_by_name(name) is None:
-        artifacts = None
-        if uri.startswith("sqlite:///"):
-            # beside the database, not in the working directory (a temp copy under dvc exp)
-            artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-        try:
-            mlflow.create_experiment(name, artifact_location=artifacts)
-        except Exception:  # created meanwhile by a parallel run
-            if mlflow.get_experiment_by_name(name) is None:
-                raise
-    mlflow.set_experiment(name)
+    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    with _exclusive(db):
+        if mlflow.get_experiment_by_name(name) is None:
+            # artifacts beside the database, not in the working directory (a temp copy
+            # under dvc exp)
+            mlflow.create_experiment(name, artifact_location=db and (db.parent / "mlartifacts").as_uri())
+        mlflow.set_experiment(name)
     return mlflow
+
+
+@contextmanager
+def _exclusive(db: Path | None):
+    """Hold a lock beside a SQLite store while it is set up: MLflow creates a new store's
+    tables on first contact, and two runs starting together (`dvc queue start -j 2`)
+    would both try, one failing with 'table ... already exists'."""
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class ModelRun:
@@ -172,15 +189,16 @@ class ModelRun:
             self.pending.pop(0)
         return True
 
-    def close(self) -> None:
-        """Send what is left, waiting up to ``retry_seconds`` for the server; end the run."""
+    def close(self, status: str = "FINISHED") -> None:
+        """Send what is left, waiting up to ``retry_seconds`` for the server; end the run
+        with ``status`` (FAILED when something could not be sent)."""
         import mlflow
 
         deadline = time.monotonic() + self.retry_seconds
         while not self._flush() and time.monotonic() < deadline:
             time.sleep(2)
         try:
-            mlflow.end_run("FINISHED" if not self.pending else "FAILED")
+            mlflow.end_run(status if not self.pending else "FAILED")
         except Exception:  # noqa: BLE001
             self.pending.append(("the run's end", lambda: None))
         if self.pending:
@@ -230,10 +248,39 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
         run.log("params", lambda: mlflow.log_params(flat))
     if tags:
         run.log("tags", lambda: mlflow.set_tags(tags))
+    previous = _sigterm_raises()
     try:
         yield run
-    finally:
+    except BaseException as e:
+        # Ctrl-C or SIGTERM: KILLED, and a rerun resumes this same run; anything else FAILED
+        killed = isinstance(e, (KeyboardInterrupt, Terminated))
+        run.close("KILLED" if killed else "FAILED")
+        if killed:
+            print(f"MLflow: run {run.run_id} was interrupted and is marked KILLED; rerun the "
+                  f"stage to continue it after its last finished epoch.", file=sys.stderr)
+        raise
+    else:
         run.close()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler or `kill` stopping the stage)."""
+
+
+def _sigterm_raises():
+    """Make SIGTERM an exception, so that an open run is closed as KILLED and its pending
+    logs are sent, instead of the process vanishing with the run left RUNNING. Returns
+    the previous handler (None off the main thread, where Python allows no handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def raise_terminated(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def _log_model(model: torch.nn.Module, example: torch.Tensor) -> None:
