@@ -72,6 +72,9 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
         assert r.data.params["optimizer.lr"] == "0.003" and r.data.params["train_limit"] == str(TRAIN_ROWS)
         assert r.data.tags["dataset"] == "mnist" and r.data.tags["device"] == "cpu"
         assert len(r.data.tags["git_commit"]) == 40 and r.data.tags["git_dirty"] in ("True", "False")
+        assert r.data.tags["torch_version"] == torch.__version__
+        assert r.data.tags["cuda_version"] == str(torch.version.cuda)
+        assert r.data.params["seed"] == "0"
         history = client.get_metric_history(r.info.run_id, "test_acc")
         assert [m.step for m in history] == [0]
         metrics = json.loads((root / f"metrics/eval/{name}.json").read_text())

@@ -59,9 +59,12 @@ def rest(url: str, path: str, body: dict | None = None) -> dict:
 
 
 def test_runs_and_model_through_a_real_server(server, workdir):
-    env = venv_env(MLFLOW_TRACKING_URI=server)
-    run(["python", str(REPO / "stages/train.py"), "seed001_mnist"], workdir, env)
-    run(["python", str(REPO / "stages/evaluate.py"), "seed001_mnist"], workdir, env)
+    # credentials in the URI (this server ignores them) must reach no param, tag or log line
+    env = venv_env(MLFLOW_TRACKING_URI=server.replace("http://", "http://alice:s3cret@"))
+    logs = [run(["python", str(REPO / f"stages/{stage}.py"), "seed001_mnist"], workdir, env)
+            for stage in ("train", "evaluate")]
+    leaks = [line for p in logs for line in (p.stdout + p.stderr).splitlines() if "s3cret" in line]
+    assert not leaks
 
     exp = rest(server, "experiments/get-by-name?experiment_name=cnnbench")["experiment"]
     runs = rest(server, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
@@ -79,6 +82,8 @@ def test_runs_and_model_through_a_real_server(server, workdir):
     from cnnbench.train import load_checkpoint
 
     tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
+    params = {p["key"]: p["value"] for p in runs[0]["data"]["params"]}
+    assert not any("s3cret" in v for v in [*tags.values(), *params.values()])
     mlflow.set_tracking_uri(server)
     logged = mlflow.pytorch.load_model(tags["model_uri"])  # a pt2 export: no .eval()
     model, _ = load_checkpoint(workdir / "models/seed001_mnist.pt")

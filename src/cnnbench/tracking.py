@@ -11,6 +11,7 @@ track should not pay for it.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -63,13 +64,29 @@ def redact(uri: str) -> str:
     return uri
 
 
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """``http://user:pw@host`` -> (``http://host``, user, pw). MLflow prints the URI it
+    was given ("View run at ...") and urllib takes user:pw@ for part of the host name, so
+    credentials travel separately: as MLFLOW_TRACKING_USERNAME/PASSWORD, or Basic auth."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username is None:
+        return uri, None, None  # a database URI keeps its own credentials
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return clean, urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+
+
 def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
     """Fail now, before any training, when a tracking server does not answer."""
     uri = uri or tracking_uri()
     scheme = urllib.parse.urlsplit(uri).scheme
     if scheme in ("http", "https"):
+        clean, user, password = split_credentials(uri)
+        request = urllib.request.Request(clean.rstrip("/") + "/health")
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+            urllib.request.urlopen(request, timeout=timeout).read()
         except (urllib.error.URLError, OSError) as e:
             raise TrackingError(
                 f"the MLflow tracking server at {redact(uri)} cannot be reached "
@@ -108,6 +125,9 @@ def _setup():
     # retries blocking training for minutes while a server is away
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    uri, user, password = split_credentials(uri)
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
     mlflow.set_tracking_uri(uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
