@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cnnbench import tracking
-from cnnbench.config import ConfigError, load_model_config
+from cnnbench.config import ConfigError, load_evaluation, load_model_config
 from cnnbench.evaluate import confusion_rows, evaluate_model, plot_misclassified
 from cnnbench.files import write_csv, write_json
 from cnnbench.train import TrainError, load_checkpoint
@@ -24,13 +24,14 @@ def main() -> int:
     name = args.model
     try:
         cfg = load_model_config(args.params, name)
+        flip = load_evaluation(args.params, name).flip
         checkpoint = Path(f"models/{name}.pt")
         model, saved = load_checkpoint(checkpoint)  # weights_only=True inside
         if saved["config"] != cfg.model_dump():
             raise TrainError(f"{checkpoint} was trained with another config than models.{name} in "
                              f"{args.params}; retrain it with `dvc repro train@{name}`")
         run_id = saved["mlflow_run_id"]
-        metrics, pred, (images, labels), classes = evaluate_model(model, saved, Path("data") / cfg.dataset)
+        metrics, pred, (images, labels), classes = evaluate_model(model, saved, Path("data") / cfg.dataset, flip)
         metrics_json = Path(f"metrics/eval/{name}.json")
         confusion_csv = Path(f"metrics/confusion/{name}.csv")
         mistakes_png = Path(f"metrics/misclassified/{name}.png")
@@ -43,7 +44,8 @@ def main() -> int:
     except (ConfigError, FileNotFoundError, TrainError, tracking.TrackingError) as e:
         print(f"evaluate@{name}: error: {e}", file=sys.stderr)
         return 1
-    print(f"evaluate@{name}: test acc {metrics['test_acc']:.4f}, {metrics['errors']} errors "
+    tta = f" with flip TTA ({metrics['test_acc_single_pass']:.4f} without)" if flip else ""
+    print(f"evaluate@{name}: test acc {metrics['test_acc']:.4f}{tta}, {metrics['errors']} errors "
           f"in {metrics['test_images']} test images")
     return 0
 

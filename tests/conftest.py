@@ -76,6 +76,7 @@ def mnist_params(models: dict[str, dict]) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["datasets"] = {"mnist": params["datasets"]["mnist"]}
     params["models"] = {name: {**params["models"][name], **overrides} for name, overrides in models.items()}
+    params["evaluation"] = {name: how for name, how in params["evaluation"].items() if name in models}
     return params
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnbench.config import ConfigError, Schedule, load_params, parse_params
+from cnnbench.config import ConfigError, Schedule, load_evaluation, load_params, parse_params
 from cnnbench.train import lr_multiplier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +80,18 @@ def test_every_problem_is_reported_at_once_by_path():
     assert "models.seed001_mnist.schedul: unknown key" in msg
     assert "models.seed002_mnist.schedule.name: 'exponential' is not one of constant, inverse_time" in msg
     assert "7 problem(s)" in msg
+
+
+def test_evaluation_names_a_model_and_defaults_to_a_single_pass(tmp_path):
+    params = load_params(REPO / "params.yaml")
+    assert params.evaluation["sep_cifar_94k"].flip
+    assert load_evaluation(REPO / "params.yaml", "seed001_mnist").flip is False
+    raw = default_raw()
+    raw["evaluation"] = {"sep_cifar_94": {"flip": True}, "mnist_7k": {"flip": "sometimes"}}
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    assert "evaluation.sep_cifar_94: not a model under models:" in str(err.value)
+    assert "evaluation.mnist_7k.flip:" in str(err.value)
 
 
 def test_out_of_range_values():

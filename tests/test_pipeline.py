@@ -156,3 +156,29 @@ def test_repro_force_twice_gives_byte_identical_outputs(project):
     assert files_a == files_b and summary_a == summary_b
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_flip_tta_reruns_only_the_evaluation_and_keeps_the_plain_accuracy(project):
+    root, env, _, _ = project
+    plain = json.loads((root / "metrics/eval/seed001_mnist.json").read_text())
+    assert (plain["test_time_aug"], plain["test_acc_single_pass"]) == ("none", plain["test_acc"])
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["evaluation"] = {"seed001_mnist": {"flip": True}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], root, env).stdout
+    assert "Running stage 'evaluate@seed001_mnist'" in out and "Running stage 'train@" not in out
+    assert "with flip TTA" in out
+    flipped = json.loads((root / "metrics/eval/seed001_mnist.json").read_text())
+    assert flipped["test_time_aug"] == "flip"
+    assert (flipped["test_acc_single_pass"], flipped["test_loss"]) == (plain["test_acc"], plain["test_loss"])
+    # a mirrored digit is another shape, so averaging with it moves the predictions
+    assert flipped["test_acc"] != plain["test_acc"]
+    assert flipped["errors"] == round((1 - flipped["test_acc"]) * flipped["test_images"])
+    board = pd.read_csv(root / "metrics/leaderboard.csv").set_index("model")
+    assert board.loc["seed001_mnist", "test_time_aug"] == f"flip ({100 * plain['test_acc']:.2f}% without)"
+    assert pd.isna(board.loc["seed002_mnist", "test_time_aug"])
+    assert "test_time_aug flip: each test image" in (root / "metrics/leaderboard.md").read_text()
+    client = mlflow_client(root)
+    runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id],
+                              "tags.test_time_aug = 'flip'")
+    assert len(runs) == 1 and runs[0].data.metrics["final_test_acc"] == flipped["test_acc"]

@@ -7,9 +7,10 @@ from cnnbench.report import build_leaderboard, to_markdown
 from conftest import REPO
 
 
-def write_metrics(root, name, acc, images, params):
+def write_metrics(root, name, acc, images, params, flip_from=None):
+    tta = {"test_time_aug": "flip", "test_acc_single_pass": flip_from} if flip_from else {}
     for kind, data in (("eval", {"test_acc": acc, "test_images": images, "params": params,
-                                 "keras_params": params}),
+                                 "keras_params": params, **tta}),
                        ("train", {"epochs": 50, "best_epoch": 49, "seconds": 1.0})):
         (root / kind).mkdir(exist_ok=True)
         (root / kind / f"{name}.json").write_text(json.dumps(data))
@@ -17,7 +18,7 @@ def write_metrics(root, name, acc, images, params):
 
 def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     models = load_params(REPO / "params.yaml").models
-    write_metrics(tmp_path, "sep_cifar_94k", 0.9012, 9977, 93861)
+    write_metrics(tmp_path, "sep_cifar_94k", 0.9012, 9977, 93861, flip_from=0.8975)
     write_metrics(tmp_path, "seed001_sep", 0.8311, 10000, 80629)
     frame, missing = build_leaderboard(models, tmp_path)
     rows = frame.set_index("model")
@@ -25,8 +26,10 @@ def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     assert (ours["origin"], seed["origin"]) == ("cnnbench", "seed")
     assert ours["budget_params"] == "PASS (93,861 <= 100,000)"
     assert ours["budget_acc"] == "PASS (90.12% >= 90.00%)"
+    assert (ours["test_time_aug"], seed["test_time_aug"]) == ("flip (89.75% without)", "")
     assert seed["budget_acc"] == "PASS (83.11% >= 82.48%)" and seed["diff_vs_reported_pp"] == -0.39
     assert "mnist_7k" in missing and "sep_cifar_94k" not in missing
     text = to_markdown(frame, missing)
     assert "cifar10_recovered: accuracy measured on 9,977 of the 10,000" in text
+    assert "test_time_aug flip: each test image is also classified mirrored" in text
     assert "Not trained yet:" in text and "mnist_7k" in text

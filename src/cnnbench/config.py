@@ -60,6 +60,15 @@ class Budget(_Strict):
     min_test_acc: float | None = Field(None, ge=0, le=1)
 
 
+class Evaluation(_Strict):
+    """How evaluate@<model> scores a trained model. Kept out of ``models.<name>`` so that
+    changing it reruns only the evaluation, not the training."""
+
+    # test-time augmentation: classify each test image and its left-right mirror image
+    # and average the two softmax outputs (two forward passes, no extra parameters)
+    flip: bool = False
+
+
 class Reported(_Strict):
     """What the seed assignment reported, for the leaderboard."""
 
@@ -119,6 +128,7 @@ class Params(_Strict):
     datasets: dict[str, Annotated[TorchvisionDataset | NpzDataset, Field(discriminator="source")]]
     defaults: dict[str, Any] = {}
     models: dict[str, ModelConfig]
+    evaluation: dict[str, Evaluation] = {}
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -180,6 +190,10 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         if dataset is not None and dataset not in datasets:
             problems.append(f"models.{name}.dataset: {dataset!r} is not one of "
                             f"{', '.join(datasets)} (declare it under datasets:)")
+    evaluation = raw.get("evaluation") if isinstance(raw.get("evaluation"), dict) else {}
+    for name in evaluation:
+        if name not in models:
+            problems.append(f"evaluation.{name}: not a model under models: ({', '.join(models)})")
     if problems:
         raise ConfigError(f"{source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return params
@@ -204,6 +218,11 @@ def load_model_config(path: Path | str, name: str) -> ModelConfig:
     if name not in params.models:
         raise ConfigError(f"model {name!r} is not in {path}; models: {', '.join(params.models)}")
     return params.models[name]
+
+
+def load_evaluation(path: Path | str, name: str) -> Evaluation:
+    """How evaluate@<name> scores the model: ``evaluation.<name>``, else the defaults."""
+    return load_params(path).evaluation.get(name, Evaluation())
 
 
 def flatten(config: BaseModel | dict, prefix: str = "") -> dict[str, Any]:

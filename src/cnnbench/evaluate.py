@@ -10,26 +10,44 @@ import torch
 from cnnbench.data import load_split
 from cnnbench.loader import DeviceSplit
 from cnnbench.summary import count_params
-from cnnbench.train import evaluate_split
+from cnnbench.train import EVAL_BATCH, evaluate_split
 
 
-def evaluate_model(model: torch.nn.Module, ckpt: dict, data_dir: Path):
+def evaluate_model(model: torch.nn.Module, ckpt: dict, data_dir: Path, flip: bool = False):
     """(metrics, predictions, (images, labels), classes) of a model loaded by
-    ``load_checkpoint`` on the test split in ``data_dir``."""
+    ``load_checkpoint`` on the test split in ``data_dir``.
+
+    With ``flip``, the predictions (and test_acc, errors, per-class accuracy) average
+    each image with its mirror image; test_acc_single_pass and test_loss stay those of
+    the plain forward pass, so the two can be compared.
+    """
     device = next(model.parameters()).device
     images, labels = load_split(data_dir, "test")
     split = DeviceSplit(images, labels, ckpt["mean"], ckpt["std"], device)
-    loss, acc, pred = evaluate_split(model, split)
+    loss, single_pass_acc, pred = evaluate_split(model, split)
+    if flip:
+        pred = flip_averaged_predictions(model, split)
     classes = ckpt["classes"]
     per_class = {}
     for i, name in enumerate(classes):
         mask = labels == i
         per_class[name] = round((pred[mask] == i).float().mean().item(), 6) if mask.any() else None
     trainable, keras_total = count_params(model)
-    metrics = {"test_acc": round(acc, 6), "test_loss": round(loss, 6),
+    metrics = {"test_acc": round((pred == labels).float().mean().item(), 6),
+               "test_acc_single_pass": round(single_pass_acc, 6),
+               "test_time_aug": "flip" if flip else "none", "test_loss": round(loss, 6),
                "errors": int((pred != labels).sum()), "test_images": len(labels),
                "params": trainable, "keras_params": keras_total, "per_class_acc": per_class}
     return metrics, pred, (images, labels), classes
+
+
+@torch.no_grad()
+def flip_averaged_predictions(model: torch.nn.Module, split: DeviceSplit) -> torch.Tensor:
+    """Labels predicted from the mean softmax of each image and its left-right mirror."""
+    model.eval()
+    preds = [(model(x).softmax(1) + model(x.flip(3)).softmax(1)).argmax(1)
+             for x, _ in split.batches(EVAL_BATCH)]
+    return torch.cat(preds).cpu()
 
 
 def confusion_rows(labels: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> pd.DataFrame:

@@ -17,6 +17,12 @@ def _verdict(value, op: str, limit, fmt=str) -> str:
     return f"{'PASS' if ok else 'FAIL'} ({fmt(value)} {shown} {fmt(limit)})"
 
 
+def _test_time_aug(evaluation: dict) -> str:
+    """'' for a plain forward pass, else what was averaged and the accuracy without it."""
+    tta = evaluation.get("test_time_aug", "none")
+    return "" if tta == "none" else f"{tta} ({100 * evaluation['test_acc_single_pass']:.2f}% without)"
+
+
 def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dict) -> dict:
     acc = evaluation["test_acc"]
     b = cfg.budget
@@ -25,7 +31,7 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
            "params": evaluation["params"], "keras_params": evaluation["keras_params"],
            "epochs": training["epochs"], "test_acc_pct": round(100 * acc, 2),
            "reported_acc_pct": round(100 * cfg.reported.test_acc, 2) if cfg.reported else None,
-           "best_epoch": training["best_epoch"],
+           "test_time_aug": _test_time_aug(evaluation), "best_epoch": training["best_epoch"],
            "train_seconds": round(training["seconds"], 1)}
     row["diff_vs_reported_pp"] = (round(row["test_acc_pct"] - row["reported_acc_pct"], 2)
                                   if cfg.reported else None)
@@ -37,7 +43,7 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
 
 
 COLUMNS = ["model", "origin", "arch", "dataset", "test_images", "params", "keras_params", "epochs", "test_acc_pct",
-           "reported_acc_pct", "diff_vs_reported_pp", "budget_params", "budget_epochs",
+           "test_time_aug", "reported_acc_pct", "diff_vs_reported_pp", "budget_params", "budget_epochs",
            "budget_acc", "best_epoch", "train_seconds"]
 
 
@@ -61,11 +67,15 @@ def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tupl
 
 
 def to_markdown(frame: pd.DataFrame, missing: list[str]) -> str:
-    text = frame.to_markdown(index=False) + "\n"
+    # blanks, not nan, where a column does not apply (no reported figure for our models)
+    text = frame.astype(object).where(frame.notna(), None).to_markdown(index=False, missingval="") + "\n"
     for dataset, images in frame.groupby("dataset")["test_images"].first().items():
         if dataset.endswith("_recovered"):
             text += (f"\n{dataset}: accuracy measured on {images:,} of the 10,000 official test "
                      f"images (the recovered data set; see params.yaml).\n")
+    if frame["test_time_aug"].astype(bool).any():
+        text += ("\ntest_time_aug flip: each test image is also classified mirrored left-right and the "
+                 "two softmax outputs are averaged (params.yaml, evaluation:).\n")
     if missing:
         text += f"\nNot trained yet: {', '.join(missing)}\n"
     return text

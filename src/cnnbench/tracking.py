@@ -247,6 +247,9 @@ class ModelRun:
         flat.update({f"test_acc.{c}": v for c, v in metrics["per_class_acc"].items() if v is not None})
         final = {("final_" + k if k in ("test_acc", "test_loss") else k): float(v) for k, v in flat.items()}
         self.log("final test metrics", lambda: mlflow.log_metrics(final))
+        tags = {k: v for k, v in metrics.items() if isinstance(v, str)}  # e.g. test_time_aug
+        if tags:
+            self.log("evaluation tags", lambda: mlflow.set_tags(tags))
         for path in files:
             self.log(str(path), lambda p=path: mlflow.log_artifact(str(p), "evaluation"))
 
