@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +59,25 @@ def test_a_changed_config_starts_fresh(mnist_dir, tmp_path):
     assert result.curves == train(changed, mnist_dir, progress=False).curves
 
 
+def wait_for_process_group(pgid: int, timeout: float) -> None:
+    """Wait until no live process is left in process group ``pgid``. DVC exits at once on
+    SIGTERM, while the stage's own process (same group) is still closing its MLflow run."""
+    def alive() -> bool:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()  # after the command name
+            except OSError:
+                continue  # ended while we looked
+            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp; zombies are done
+                return True
+        return False
+
+    deadline = time.time() + timeout
+    while alive():
+        assert time.time() < deadline, f"processes of group {pgid} still running after {timeout} s"
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("sig, status_after_kill", [(signal.SIGKILL, "RUNNING"), (signal.SIGTERM, "KILLED")])
 def test_kill_of_dvc_repro_mid_epoch_then_rerun(sig, status_after_kill, tmp_path, datasets_dir, mnist_dir):
     """SIGKILL gives no chance to clean up; SIGTERM closes the MLflow run as KILLED. Either
@@ -78,6 +98,7 @@ def test_kill_of_dvc_repro_mid_epoch_then_rerun(sig, status_after_kill, tmp_path
     time.sleep(1.0)  # into epoch 2
     os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
+    wait_for_process_group(proc.pid, timeout=120)
     assert (root / "models/.resume/seed002_mnist.pt").is_file()
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     [killed] = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
