@@ -69,3 +69,30 @@ def test_unknown_model_lists_the_known_ones():
 
 def test_num_classes_override():
     assert create_model("seed001_mnist", num_classes=7)(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_dropout_drops_p_and_scales_the_rest_like_torchs(p):
+    """cnnbench's CPU dropout (models/layers.py) against nn.Dropout's contract: a fraction
+    p zeroed, the rest scaled by 1/(1-p), the gradient through the same mask, the input's
+    memory layout kept, nothing done in eval mode."""
+    from cnnbench.models.layers import Dropout
+
+    torch.manual_seed(0)
+    x = torch.rand(32, 64, 16, 16).add_(0.5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = Dropout(p).train()(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 4 * (p * (1 - p) / x.numel()) ** 0.5 + 1 / 65536  # 4 sigma
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / (1 - p))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.tensor(1 / (1 - p)))
+    # a different mask for every call and every channel (not one mask reused)
+    assert not torch.equal(Dropout(p).train()(x) == 0, y == 0)
+    assert not torch.equal(kept[:, 0], kept[:, 1])
+    assert torch.equal(Dropout(p).eval()(x), x)
+    torch.manual_seed(1)
+    a = Dropout(p).train()(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, Dropout(p).train()(x))  # reproducible from the seed

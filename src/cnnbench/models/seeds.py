@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from cnnbench.models import register
-from cnnbench.models.layers import SeparableConv2d, conv_relu_bn
+from cnnbench.models.layers import Dropout, SeparableConv2d, conv_relu_bn
 
 
 def _head(*layers: nn.Module) -> list[nn.Module]:
@@ -33,11 +33,11 @@ def cifar_base(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     for width in (48, 96, 192):
         layers += [nn.Conv2d(ch, width, 3, padding=1), nn.ReLU(),
                    nn.Conv2d(width, width, 3), nn.ReLU(),
-                   nn.MaxPool2d(2), nn.Dropout(0.25)]
+                   nn.MaxPool2d(2), Dropout(0.25)]
         ch = width
     layers += [nn.Flatten(),
-               nn.Linear(192 * 2 * 2, 512), nn.ReLU(), nn.Dropout(0.5),
-               nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.5),
+               nn.Linear(192 * 2 * 2, 512), nn.ReLU(), Dropout(0.5),
+               nn.Linear(512, 256), nn.ReLU(), Dropout(0.5),
                nn.Linear(256, num_classes)]
     return nn.Sequential(*layers)
 
@@ -52,7 +52,7 @@ def _sep_trunk(first_padding: int) -> list[nn.Module]:
     for i, width in enumerate((48, 96, 192)):
         pad_first = first_padding if i == 0 else 1
         layers += [*_sep_bn_relu(ch, width, pad_first), *_sep_bn_relu(width, width, 0),
-                   nn.MaxPool2d(2), nn.Dropout(0.1)]
+                   nn.MaxPool2d(2), Dropout(0.1)]
         ch = width
     return layers
 
@@ -97,7 +97,7 @@ def seed003_sep(num_classes: int = 10) -> nn.Module:
 
     def block(in_ch: int, out_ch: int) -> list[nn.Module]:
         return [SeparableConv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.ReLU(),
-                nn.BatchNorm2d(out_ch), nn.Dropout(0.3)]
+                nn.BatchNorm2d(out_ch), Dropout(0.3)]
 
     def transition(in_ch: int, out_ch: int) -> list[nn.Module]:
         return [nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.ReLU(), nn.MaxPool2d(2)]
@@ -123,7 +123,7 @@ def seed004_sep(num_classes: int = 10, dropout: float = 0.1) -> nn.Module:
         layers: list[nn.Module] = []
         for width in (16, 32, 32, 64, 128):
             layers += [SeparableConv2d(in_ch, width, 3, padding=1, bias=False), nn.ReLU(),
-                       nn.Dropout(dropout), nn.BatchNorm2d(width)]
+                       Dropout(dropout), nn.BatchNorm2d(width)]
             in_ch = width
         return layers
 
