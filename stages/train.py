@@ -1,7 +1,8 @@
 """DVC stage train@<model>: train one model of params.yaml and track it in MLflow.
 
 Writes models/<model>.pt, metrics/curves/<model>.csv (per epoch, deterministic),
-metrics/timing/<model>.csv (per-epoch seconds) and metrics/train/<model>.json.
+metrics/timing/<model>.csv (per-epoch seconds) and metrics/train/<model>.json (timing
+summary and the MLflow run id).
 After every epoch the state goes to models/.resume/<model>.pt (outside DVC's outputs,
 which DVC deletes before a rerun): a rerun after an interruption continues from there,
 in the same MLflow run.
@@ -58,7 +59,9 @@ def main() -> int:
             save_checkpoint(Path(f"models/{name}.pt"), result.model, cfg, meta,
                             run.run_id if run else None)
             summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))
-            write_json(Path(f"metrics/train/{name}.json"), {"params": summary.trainable, **result.summary()})
+            # the run id sits with the timings, apart from the results, which stay byte-identical
+            write_json(Path(f"metrics/train/{name}.json"), {"params": summary.trainable, **result.summary(),
+                                                            "mlflow_run_id": run.run_id if run else None})
             if run:
                 example = normalize(load_split(data_dir, "test")[0][:4], meta["mean"], meta["std"])
                 run.log_training(summary.to_text("markdown"), [curves_csv, timing_csv], result.model, example)

@@ -81,6 +81,8 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
         assert r.data.metrics["final_test_acc"] == pytest.approx(metrics["test_acc"])
         ckpt = torch.load(root / f"models/{name}.pt", weights_only=True)
         assert ckpt["mlflow_run_id"] == r.info.run_id
+        # the leaderboard names the run through metrics/train (timings' file, not the results')
+        assert json.loads((root / f"metrics/train/{name}.json").read_text())["mlflow_run_id"] == r.info.run_id
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"summary.md", "curves", "evaluation"} <= artifacts
         # the logged model predicts exactly what the checkpoint predicts
@@ -135,18 +137,18 @@ def test_dvc_exp_run_temp_lands_in_the_main_store(project):
 
 def test_repro_force_twice_gives_byte_identical_outputs(project):
     """CPU runs are deterministic at the DVC level: forcing the stages again changes no
-    byte of the results (the train summary differs only in its timing keys)."""
+    byte of the results (the train summary differs only in its timings and MLflow run id)."""
     root, env, _, _ = project
     stages = ["train@seed001_mnist", "evaluate@seed001_mnist"]
     files = ["metrics/curves/seed001_mnist.csv", "metrics/eval/seed001_mnist.json",
              "metrics/confusion/seed001_mnist.csv", "metrics/misclassified/seed001_mnist.png"]
-    timing = ("seconds", "train_images_per_s")
+    per_run = ("seconds", "train_images_per_s", "mlflow_run_id")  # a new run each time
 
     def snapshot():
         summary = json.loads((root / "metrics/train/seed001_mnist.json").read_text())
         weights = torch.load(root / "models/seed001_mnist.pt", weights_only=True)["state_dict"]
         return ({f: (root / f).read_bytes() for f in files},
-                {k: v for k, v in summary.items() if k not in timing}, weights)
+                {k: v for k, v in summary.items() if k not in per_run}, weights)
 
     outputs = []
     for _ in range(2):

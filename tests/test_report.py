@@ -7,18 +7,18 @@ from cnnbench.report import build_leaderboard, to_markdown
 from conftest import REPO
 
 
-def write_metrics(root, name, acc, images, params, flip_from=None):
+def write_metrics(root, name, acc, images, params, flip_from=None, run_id=None):
     tta = {"test_time_aug": "flip", "test_acc_single_pass": flip_from} if flip_from else {}
     for kind, data in (("eval", {"test_acc": acc, "test_images": images, "params": params,
                                  "keras_params": params, **tta}),
-                       ("train", {"epochs": 50, "best_epoch": 49, "seconds": 1.0})):
+                       ("train", {"epochs": 50, "best_epoch": 49, "seconds": 1.0, "mlflow_run_id": run_id})):
         (root / kind).mkdir(exist_ok=True)
         (root / kind / f"{name}.json").write_text(json.dumps(data))
 
 
 def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     models = load_params(REPO / "params.yaml").models
-    write_metrics(tmp_path, "sep_cifar_94k", 0.9012, 9977, 93861, flip_from=0.8975)
+    write_metrics(tmp_path, "sep_cifar_94k", 0.9012, 9977, 93861, flip_from=0.8975, run_id="c59f5879ab")
     write_metrics(tmp_path, "seed001_sep", 0.8311, 10000, 80629)
     frame, missing = build_leaderboard(models, tmp_path)
     rows = frame.set_index("model")
@@ -29,6 +29,7 @@ def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     assert (ours["test_time_aug"], seed["test_time_aug"]) == ("flip (89.75% without)", "")
     assert seed["budget_acc"] == "PASS (83.11% >= 82.48%)" and seed["diff_vs_reported_pp"] == -0.39
     assert "mnist_7k" in missing and "sep_cifar_94k" not in missing
+    assert (ours["mlflow_run_id"], seed["mlflow_run_id"]) == ("c59f5879ab", "")  # "" when tracking was off
     text = to_markdown(frame, missing)
     assert "cifar10_recovered: accuracy measured on 9,977 of the 10,000" in text
     assert "test_time_aug flip: each test image is also classified mirrored" in text

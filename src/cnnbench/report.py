@@ -32,7 +32,9 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
            "epochs": training["epochs"], "test_acc_pct": round(100 * acc, 2),
            "reported_acc_pct": round(100 * cfg.reported.test_acc, 2) if cfg.reported else None,
            "test_time_aug": _test_time_aug(evaluation), "best_epoch": training["best_epoch"],
-           "train_seconds": round(training["seconds"], 1)}
+           "train_seconds": round(training["seconds"], 1),
+           # the MLflow run that holds this model's curves, params and weights
+           "mlflow_run_id": training.get("mlflow_run_id") or ""}
     row["diff_vs_reported_pp"] = (round(row["test_acc_pct"] - row["reported_acc_pct"], 2)
                                   if cfg.reported else None)
     row["budget_params"] = _verdict(row["params"], "<=", b.max_params, "{:,}".format) if b.max_params else ""
@@ -44,7 +46,7 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
 
 COLUMNS = ["model", "origin", "arch", "dataset", "test_images", "params", "keras_params", "epochs", "test_acc_pct",
            "test_time_aug", "reported_acc_pct", "diff_vs_reported_pp", "budget_params", "budget_epochs",
-           "budget_acc", "best_epoch", "train_seconds"]
+           "budget_acc", "best_epoch", "train_seconds", "mlflow_run_id"]
 
 
 def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tuple[pd.DataFrame, list[str]]:
