@@ -116,7 +116,17 @@ def seed004_sep(num_classes: int = 10, dropout: float = 0.1) -> nn.Module:
     sep 16, 32, 32, 64, 128 (same, no bias; ReLU, dropout, BN in that order), 1x1 conv to
     16, pool; sep 16, 32, 32, 64, 128; sep 1x1 (with bias) to 10; global average pooling.
     31,173 trainable, 32,261 Keras total. Reported 63.83% after 50 epochs at batch 64,
-    against its own target of 84%. The dropout rate is not stated; 0.1 is assumed.
+    against its own target of 84%. The dropout rate is not stated; 0.1 is assumed. Nor is
+    the optimizer: its first epoch (train 14.7%, test 18.3%) is what Keras's default SGD
+    gives (lr 0.01, no momentum; 19.4% and 18.7% here after one epoch on recovered
+    CIFAR-10), not Adam (38.9% and 46.1%), so params.yaml trains it with that SGD.
+
+    Why it failed, from its log: it underfit. Its training accuracy is below its test
+    accuracy at 49 of its 50 epochs (58.6% against 63.8% at epoch 50, loss still 1.15) and
+    was still rising about 1 pp per 10 epochs at the end: plain SGD at 0.01 had not converged
+    in 50 epochs, and dropout on all ten separable layers slowed it further (train below
+    test is dropout's training-time penalty). Not yet reproduced end to end by the pipeline
+    here (about 3 hours on this CPU).
     """
 
     def stack(in_ch: int) -> list[nn.Module]:
