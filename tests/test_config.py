@@ -27,12 +27,16 @@ def test_default_params_are_valid_and_hold_the_seven_seed_models_and_ours():
     assert (mnist.schedule.name, mnist.schedule.decay) == ("inverse_time", 0.319)
     for name in ("cifar_base", "seed000_sep", "seed001_sep", "seed003_sep", "seed004_sep"):
         cfg = params.models[name]
-        assert (cfg.epochs, cfg.optimizer.name) == (50, "adam") and cfg.reported is not None
+        # seed 004 names no optimizer; its first epoch is Keras's default SGD's (params.yaml)
+        optimizer = ("sgd", 0.01) if name == "seed004_sep" else ("adam", 0.001)
+        assert (cfg.optimizer.name, cfg.optimizer.lr) == optimizer, name
+        assert cfg.epochs == 50 and cfg.reported is not None
         # official CIFAR-10 by default; recovered only where a committed result was trained on it
         expected = "cifar10_recovered" if (REPO / f"metrics/eval/{name}.json").exists() else "cifar10"
         assert cfg.dataset == expected, name
     assert params.models["seed000_sep"].batch_size == 32
     assert params.models["seed003_sep"].batch_size == 1024
+    assert params.models["seed004_sep"].optimizer.momentum == 0.0  # Keras's SGD has none by default
 
 
 def test_defaults_are_inherited_and_overridden_per_key():
