@@ -124,9 +124,9 @@ def seed004_sep(num_classes: int = 10, dropout: float = 0.1) -> nn.Module:
     Why it failed, from its log: it underfit. Its training accuracy is below its test
     accuracy at 49 of its 50 epochs (58.6% against 63.8% at epoch 50, loss still 1.15) and
     was still rising about 1 pp per 10 epochs at the end: plain SGD at 0.01 had not converged
-    in 50 epochs, and dropout on all ten separable layers slowed it further (train below
-    test is dropout's training-time penalty). Not yet reproduced end to end by the pipeline
-    here (about 3 hours on this CPU).
+    in 50 epochs. (Training accuracy below test accuracy is dropout's doing: it is on after
+    all ten separable layers while training, off while testing.) Not yet reproduced end to
+    end by the pipeline here (about 3 hours on this CPU).
     """
 
     def stack(in_ch: int) -> list[nn.Module]:
