@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from cnnbench.config import ModelConfig, load_model_config
+from cnnbench.data import DataError, load_meta
 from cnnbench.files import write_csv
 from cnnbench.train import train
 
@@ -48,7 +49,7 @@ def with_overrides(cfg: ModelConfig, settings: list[str], epochs: int) -> ModelC
 
 def pixels_over_255(data_dir: Path, into: Path) -> Path:
     """A view of ``data_dir`` whose normalisation is the identity on pixels / 255."""
-    meta = json.loads((data_dir / "meta.json").read_text())
+    meta = load_meta(data_dir)
     channels = len(meta["mean"])
     meta.update(mean=[0.0] * channels, std=[1.0] * channels)
     (into / "meta.json").write_text(json.dumps(meta))
@@ -69,10 +70,11 @@ def main() -> int:
 
     try:
         cfg = with_overrides(load_model_config(args.params, args.model), args.set, args.epochs)
-    except ValueError as e:  # ConfigError too
+        data_dir = Path("data") / cfg.dataset
+        load_meta(data_dir)  # names the stage to run when the data is not prepared
+    except (ValueError, DataError) as e:  # ConfigError is a ValueError
         print(f"first_epochs: error: {e}", file=sys.stderr)
         return 2
-    data_dir = Path("data") / cfg.dataset
     with tempfile.TemporaryDirectory() as tmp:
         if args.pixels_over_255:
             data_dir = pixels_over_255(data_dir, Path(tmp))

@@ -27,10 +27,12 @@ def test_pixels_over_255_changes_training_and_leaves_the_data_alone(tmp_path, mn
     assert json.loads(meta_before)["mean"][0] > 0.1
 
 
-def test_a_setting_the_model_lacks_is_a_clear_error(tmp_path, mnist_dir):
+def test_bad_settings_and_missing_data_are_clear_errors(tmp_path, mnist_dir):
     workdir = stage_workdir(tmp_path, mnist_dir, {"seed002_mnist": {}})
     proc = probe(workdir, "--set", "augment.flipp=true", "--out", "x.csv", check=False)
     assert proc.returncode == 2 and "--set 'augment.flipp=true': expected KEY=VALUE" in proc.stderr
     proc = probe(workdir, "--set", "augment.flip=maybe", "--out", "x.csv", check=False)
     assert proc.returncode == 2 and "augment" in proc.stderr and "Traceback" not in proc.stderr
+    proc = probe(workdir, "--set", "dataset=cifar10", "--out", "x.csv", check=False)
+    assert proc.returncode == 2 and "Run `dvc repro download@cifar10` first" in proc.stderr
     assert not (workdir / "x.csv").exists()
