@@ -2,75 +2,156 @@
 
 Writes models/<model>.pt, metrics/curves/<model>.csv (per epoch, deterministic),
 metrics/timing/<model>.csv (per-epoch seconds) and metrics/train/<model>.json (timing
-summary and the MLflow run id).
+summary, device, torch and CUDA versions, and the MLflow run id).
 After every epoch the state goes to models/.resume/<model>.pt (outside DVC's outputs,
 which DVC deletes before a rerun): a rerun after an interruption continues from there,
 in the same MLflow run.
+
+With --log-trained it does not train: it logs a model trained with CNNBENCH_TRACKING=off
+(e.g. on a GPU box without mlflow) into a new MLflow run from those four outputs, as
+training would have, and writes the run id into the checkpoint and the train JSON, so
+that evaluate@<model> logs into that run. Then `dvc commit train@<model>`.
 """
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import torch
 
 from cnnbench import tracking
-from cnnbench.config import ConfigError, flatten, load_model_config
+from cnnbench.config import ConfigError, ModelConfig, flatten, load_model_config
 from cnnbench.data import DataError, load_meta, load_split
-from cnnbench.files import write_csv, write_json
+from cnnbench.files import write_csv, write_json, write_torch
 from cnnbench.loader import normalize
 from cnnbench.summary import summarize
-from cnnbench.train import Resume, TrainError, preflight, read_resume_state, resolve_device, save_checkpoint, train
+from cnnbench.train import (
+    Resume,
+    TrainError,
+    load_matching_checkpoint,
+    preflight,
+    read_resume_state,
+    resolve_device,
+    save_checkpoint,
+    train,
+)
+
+
+class Outputs(NamedTuple):
+    checkpoint: Path
+    curves: Path
+    timing: Path
+    summary: Path
+
+
+def outputs(name: str) -> Outputs:
+    return Outputs(Path(f"models/{name}.pt"), Path(f"metrics/curves/{name}.csv"),
+                   Path(f"metrics/timing/{name}.csv"), Path(f"metrics/train/{name}.json"))
+
+
+def input_example(data_dir: Path, meta: dict) -> torch.Tensor:
+    """What the logged model is logged with: four test images, as the model sees them."""
+    return normalize(load_split(data_dir, "test")[0][:4], meta["mean"], meta["std"])
+
+
+def train_and_track(name: str, cfg: ModelConfig) -> str:
+    out = outputs(name)
+    data_dir = Path("data") / cfg.dataset
+    meta = load_meta(data_dir)
+    for warning in preflight(cfg, meta, strict_budgets=bool(os.environ.get("CNNBENCH_STRICT_BUDGETS"))):
+        print(f"train@{name}: warning: {warning}", file=sys.stderr)
+    tags = tracking.run_tags(name, cfg.dataset, str(resolve_device(cfg.device)))
+    resume = Resume(Path(f"models/.resume/{name}.pt"))
+    saved = read_resume_state(resume.path, cfg, meta) or {"curves": [], "timings": [], "extra": {}}
+    run_id = saved["extra"].get("mlflow_run_id")
+    with tracking.model_run(name, run_id=run_id, params=flatten(cfg), tags=tags) as run:
+        curves, timings = list(saved["curves"]), list(saved["timings"])
+        if curves:
+            print(f"train@{name}: resuming after epoch {curves[-1]['epoch']}", file=sys.stderr)
+        if run:
+            resume.extra["mlflow_run_id"] = run.run_id
+            run.log_missing_epochs(curves, timings)
+
+        def on_epoch(row: dict, timing: dict) -> None:
+            curves.append(row)
+            timings.append(timing)
+            write_csv(out.curves, curves)  # rewritten every epoch: progress survives a crash
+            write_csv(out.timing, timings)
+            if run:
+                run.log_epoch({**row, **timing}, step=row["epoch"])
+
+        result = train(cfg, data_dir, on_epoch=on_epoch, resume=resume)
+        save_checkpoint(out.checkpoint, result.model, cfg, meta, run.run_id if run else None)
+        summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))
+        # the run id sits with the timings, apart from the results, which stay byte-identical
+        # the versions let a run trained with tracking off be logged later, elsewhere
+        write_json(out.summary, {
+            "params": summary.trainable, **result.summary(), "torch_version": tags["torch_version"],
+            "cuda_version": tags["cuda_version"], "mlflow_run_id": run.run_id if run else None})
+        if run:
+            run.log_training(summary.to_text("markdown"), [out.curves, out.timing], result.model,
+                             input_example(data_dir, meta))
+    s = result.summary()
+    return (f"train@{name}: test acc {s['final_test_acc']:.4f} after {s['epochs']} epochs "
+            f"(best {s['best_test_acc']:.4f} at epoch {s['best_epoch']}), {s['seconds']:.0f} s")
+
+
+def log_trained(name: str, cfg: ModelConfig, params_file: str) -> str:
+    """--log-trained: everything is checked before the run opens; the outputs change
+    (the run id only) once the run has everything."""
+    out = outputs(name)
+    for path in out:
+        if not path.is_file():
+            raise TrainError(f"{path} does not exist: the train stage must run first "
+                             f"(`dvc repro train@{name}`, with CNNBENCH_TRACKING=off where mlflow is missing)")
+    if not tracking.enabled():
+        raise tracking.TrackingError("--log-trained logs into MLflow, but CNNBENCH_TRACKING turns "
+                                     "tracking off; unset it")
+    data_dir = Path("data") / cfg.dataset
+    meta = load_meta(data_dir)
+    model, ckpt = load_matching_checkpoint(out.checkpoint, cfg, name, params_file)
+    if ckpt["mlflow_run_id"] is not None:
+        raise tracking.TrackingError(f"{out.checkpoint} is already logged in MLflow run {ckpt['mlflow_run_id']}")
+    curves, timings = (pd.read_csv(p).to_dict("records") for p in (out.curves, out.timing))
+    if not ([r["epoch"] for r in curves] == [t["epoch"] for t in timings] == list(range(cfg.epochs))):
+        raise TrainError(f"{out.curves} and {out.timing} do not hold epochs 0 to {cfg.epochs - 1} of "
+                         f"{out.checkpoint}'s training; run the train stage again")
+    summary = json.loads(out.summary.read_text())
+    example = input_example(data_dir, meta)
+    tags = tracking.trained_run_tags(name, cfg.dataset, summary)
+    with tracking.model_run(name, params=flatten(cfg), tags=tags) as run:
+        run.rerun = f"rerun `python stages/train.py {name} --log-trained`"
+        run.log_missing_epochs(curves, timings)  # all of them: the run is new
+        run.log_training(summarize(model, tuple(meta["input_shape"])).to_text("markdown"),
+                         [out.curves, out.timing], model, example)
+    if run.pending:
+        raise tracking.TrackingError(f"MLflow run {run.run_id} is incomplete (marked FAILED); "
+                                     f"the outputs are unchanged")
+    write_torch(out.checkpoint, {**ckpt, "mlflow_run_id": run.run_id})
+    write_json(out.summary, {**summary, "mlflow_run_id": run.run_id})
+    return (f"train@{name}: logged {len(curves)} epochs and the model into MLflow run {run.run_id}; "
+            f"next: `dvc commit train@{name}`, `dvc repro evaluate@{name}`")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--log-trained", action="store_true",
+                        help="do not train: log the outputs of a run trained with tracking off into MLflow")
     args = parser.parse_args()
     name = args.model
-    curves_csv, timing_csv = Path(f"metrics/curves/{name}.csv"), Path(f"metrics/timing/{name}.csv")
     try:
         cfg = load_model_config(args.params, name)
-        data_dir = Path("data") / cfg.dataset
-        meta = load_meta(data_dir)
-        for warning in preflight(cfg, meta, strict_budgets=bool(os.environ.get("CNNBENCH_STRICT_BUDGETS"))):
-            print(f"train@{name}: warning: {warning}", file=sys.stderr)
-        tags = tracking.run_tags(name, cfg.dataset, str(resolve_device(cfg.device)))
-        resume = Resume(Path(f"models/.resume/{name}.pt"))
-        saved = read_resume_state(resume.path, cfg, meta) or {"curves": [], "timings": [], "extra": {}}
-        run_id = saved["extra"].get("mlflow_run_id")
-        with tracking.model_run(name, run_id=run_id, params=flatten(cfg), tags=tags) as run:
-            curves, timings = list(saved["curves"]), list(saved["timings"])
-            if curves:
-                print(f"train@{name}: resuming after epoch {curves[-1]['epoch']}", file=sys.stderr)
-            if run:
-                resume.extra["mlflow_run_id"] = run.run_id
-                run.log_missing_epochs(curves, timings)
-
-            def on_epoch(row: dict, timing: dict) -> None:
-                curves.append(row)
-                timings.append(timing)
-                write_csv(curves_csv, curves)  # rewritten every epoch: progress survives a crash
-                write_csv(timing_csv, timings)
-                if run:
-                    run.log_epoch({**row, **timing}, step=row["epoch"])
-
-            result = train(cfg, data_dir, on_epoch=on_epoch, resume=resume)
-            save_checkpoint(Path(f"models/{name}.pt"), result.model, cfg, meta,
-                            run.run_id if run else None)
-            summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))
-            # the run id sits with the timings, apart from the results, which stay byte-identical
-            write_json(Path(f"metrics/train/{name}.json"), {"params": summary.trainable, **result.summary(),
-                                                            "mlflow_run_id": run.run_id if run else None})
-            if run:
-                example = normalize(load_split(data_dir, "test")[0][:4], meta["mean"], meta["std"])
-                run.log_training(summary.to_text("markdown"), [curves_csv, timing_csv], result.model, example)
+        message = log_trained(name, cfg, args.params) if args.log_trained else train_and_track(name, cfg)
     except (ConfigError, DataError, TrainError, tracking.TrackingError) as e:
         print(f"train@{name}: error: {e}", file=sys.stderr)
         return 1
-    s = result.summary()
-    print(f"train@{name}: test acc {s['final_test_acc']:.4f} after {s['epochs']} epochs "
-          f"(best {s['best_test_acc']:.4f} at epoch {s['best_epoch']}), {s['seconds']:.0f} s")
+    print(message)
     return 0
 
 

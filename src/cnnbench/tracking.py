@@ -116,6 +116,15 @@ def run_tags(model_name: str, dataset: str, device: str) -> dict[str, str]:
     return tags
 
 
+def trained_run_tags(model_name: str, dataset: str, train_summary: dict) -> dict[str, str]:
+    """run_tags for a model trained with tracking off and logged afterwards, maybe on
+    another machine: device, torch and CUDA versions are the training's, from its
+    metrics/train/<model>.json ("unknown" where an older one lacks them)."""
+    tags = run_tags(model_name, dataset, str(train_summary.get("device", "unknown")))
+    tags.update({k: str(train_summary.get(k, "unknown")) for k in ("torch_version", "cuda_version")})
+    return {**tags, "logged_after_training": "true"}
+
+
 def _setup():
     import mlflow
 
@@ -170,6 +179,7 @@ class ModelRun:
         self.retry_seconds = retry_seconds
         self.pending: list[tuple[str, Callable[[], object]]] = []
         self.warned = False  # one warning per run, not one per failed epoch
+        self.rerun = "rerun the stage with `dvc repro --force <stage>`"  # how to log what never got through
 
     def log(self, what: str, fn: Callable[[], object]) -> None:
         """Queue ``fn`` (described as ``what``) and send everything queued, in order."""
@@ -224,18 +234,19 @@ class ModelRun:
         if self.pending:
             print(f"MLflow: run {self.run_id} at {redact(tracking_uri())} is incomplete; not "
                   f"logged: {', '.join(what for what, _ in self.pending)}. The DVC outputs "
-                  f"are complete; rerun the stage with `dvc repro --force <stage>` to log them.",
+                  f"are complete; {self.rerun} to log them.",
                   file=sys.stderr)
 
 
     def log_training(self, summary_md: str, curve_files: list[Path], model: torch.nn.Module,
                      example: torch.Tensor) -> None:
-        """What the train stage leaves in its run besides the per-epoch metrics."""
+        """What the train stage leaves in its run besides the per-epoch metrics. Each
+        curve file goes under its folder's name (curves/, timing/): they share a file name."""
         import mlflow
 
         self.log("the layer summary", lambda: mlflow.log_text(summary_md, "summary.md"))
         for path in curve_files:
-            self.log(str(path), lambda p=path: mlflow.log_artifact(str(p), "curves"))
+            self.log(str(path), lambda p=path: mlflow.log_artifact(str(p), p.parent.name))
         self.log("the model", lambda: _log_model(model, example))
 
     def log_evaluation(self, metrics: dict, files: list[Path]) -> None:

@@ -351,3 +351,14 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.
         raise TrainError(f"{path} does not hold weights of arch {cfg.arch!r} "
                          f"({str(e).splitlines()[0]}); retrain it with `dvc repro --force`.") from e
     return model.to(device, memory_format=torch.channels_last).eval(), ckpt
+
+
+def load_matching_checkpoint(path: Path, cfg: ModelConfig, name: str,
+                             params_file: str = "params.yaml") -> tuple[nn.Module, dict]:
+    """load_checkpoint, refusing a checkpoint trained with another config than ``cfg``
+    (models.<name> of ``params_file``)."""
+    model, ckpt = load_checkpoint(path)
+    if ckpt["config"] != cfg.model_dump():
+        raise TrainError(f"{path} was trained with another config than models.{name} in "
+                         f"{params_file}; retrain it with `dvc repro train@{name}`")
+    return model, ckpt
