@@ -145,6 +145,7 @@ def main() -> None:
         return
 
     from cnnbench.config import load_params
+    from cnnbench.models import model_dataset
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml").models
     rows = []
@@ -152,7 +153,9 @@ def main() -> None:
         cfg = params[name]
         batch = args.batch or cfg.batch_size
         images = max(args.images, 4 * batch)
-        child = [cfg.arch, cfg.dataset, str(batch), str(images), args.device, args.compile,
+        # the arch's own dataset: synthetic images need its shape, which a declared dataset
+        # such as cifar10_recovered shares but does not name
+        child = [cfg.arch, model_dataset(cfg.arch), str(batch), str(images), args.device, args.compile,
                  str(args.warmup_epochs)]
         results = {"cnnbench": [], "reference": []}
         for _ in range(args.trials):

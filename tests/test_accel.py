@@ -76,7 +76,7 @@ def test_bf16_training_follows_fp32_training_on_the_cpu(mnist_dir):
     """The trainer's own loop with bf16 on: a few steps track the fp32 run (bf16 is slow on
     this CPU, so the test is short; the GPU is where it pays)."""
     cfg = ModelConfig(arch="mnist_7k", dataset="mnist", epochs=1, batch_size=64,
-                      train_limit=640, optimizer={"lr": 0.01})
+                      train_limit=640, optimizer={"lr": 0.01}, device="cpu")
     fp32 = train(cfg, mnist_dir, progress=False).curves[0]
     bf16 = train(cfg.model_copy(update={"precision": "bf16"}), mnist_dir, progress=False).curves[0]
     assert bf16["train_loss"] == pytest.approx(fp32["train_loss"], rel=5e-2)
@@ -115,5 +115,5 @@ def test_keras_checkpoint_loads_with_its_batchnorm_epsilon(mnist_dir, tmp_path):
     save_checkpoint(path, result.model, cfg, load_meta(mnist_dir), run_id=None)
     model, _ = load_checkpoint(path)
     x, _ = real_batch(mnist_dir, 16)
-    assert torch.equal(model(x), result.model.eval()(x))
+    assert torch.equal(model(x), result.model.cpu().eval()(x))  # trained on the GPU where there is one
     assert build_model(cfg, 10)[2].eps == 1e-3

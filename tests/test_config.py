@@ -56,6 +56,22 @@ def test_inverse_time_schedule_matches_the_seed_log():
     assert lrs == [0.003, 0.0022744503, 0.0018315018, 0.0015329586]
 
 
+def test_plateau_schedule_drops_where_the_seed_log_shows_a_drop(datasets_dir):
+    """Seed 003's test loss last improves at epoch 43 (1-based); its training loss falls
+    three times faster from epoch 49: the LR drop of Keras's ReduceLROnPlateau, patience 5."""
+    from cnnbench.seedlog import read_keras_log
+    from cnnbench.train import Plateau
+
+    log = read_keras_log(datasets_dir.parent / "seeds" / "003_ef0e2d4687154a56.txt")[-1]
+    plateau, scales = Plateau(Schedule(name="plateau", gamma=0.1, step_size=5)), []
+    for test_loss in log.test_loss:
+        plateau.update(test_loss)
+        scales.append(plateau.scale)
+    assert scales == [1.0] * 47 + [0.1] * 3  # lowered after epoch 48, for epochs 49 and 50
+    factor = lr_multiplier(Schedule(name="plateau"), epochs=50, steps_per_epoch=48, plateau=plateau)
+    assert factor(0) == factor(2399) == 0.1
+
+
 @pytest.mark.parametrize("name", ["onecycle", "cosine", "step", "constant"])
 def test_schedules_stay_in_range(name):
     factor = lr_multiplier(Schedule(name=name, step_size=2, warmup_epochs=1), epochs=5, steps_per_epoch=10)

@@ -35,6 +35,34 @@ def test_cpu_training_is_deterministic_from_the_seed(mnist_dir):
     assert a.curves[1]["lr"] == pytest.approx(0.003 / 1.319)
 
 
+def test_plateau_lowers_the_lr_after_epochs_without_a_better_test_loss(mnist_dir, tmp_path):
+    """The LR column follows the rule applied to the run's own test losses, and a resumed
+    run keeps the plateau's state (a fresh one would start at the full LR again)."""
+    from cnnbench.train import Resume
+
+    cfg = mnist_cfg(epochs=4, train_limit=256, batch_size=128, optimizer={"lr": 0.05},
+                    schedule={"name": "plateau", "gamma": 0.5, "step_size": 1})
+    curves = train(cfg, mnist_dir, progress=False).curves
+    expected, best, lr = [], float("inf"), 0.05
+    for row in curves:
+        expected.append(lr)
+        if row["test_loss"] < best - 1e-4:
+            best = row["test_loss"]
+        else:
+            lr *= 0.5
+    assert [r["lr"] for r in curves] == pytest.approx(expected)
+    assert expected[-1] < 0.05, "the run never met a plateau; the test says nothing"
+
+    def interrupt_after_epoch_3(row, timing):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    resume = Resume(tmp_path / "state.pt")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, mnist_dir, progress=False, resume=resume, on_epoch=interrupt_after_epoch_3)
+    assert train(cfg, mnist_dir, progress=False, resume=resume).curves == curves
+
+
 def test_on_epoch_sees_every_epoch_and_train_limit_caps_rows(mnist_dir):
     seen = []
     train(mnist_cfg(epochs=3, train_limit=640, batch_size=128), mnist_dir,

@@ -37,10 +37,14 @@ class Schedule(_Strict):
     constant; inverse_time: 1/(1+decay*epoch), per epoch (the seeds' Keras scheduler);
     onecycle: linear warm-up to lr over pct_start, then cosine to zero (per step);
     cosine: cosine to zero after warmup_epochs of linear warm-up (per step);
-    step: times gamma every step_size epochs.
+    step: times gamma every step_size epochs;
+    plateau: times gamma after step_size epochs in a row whose test loss is not 1e-4 below
+    the best so far (Keras's ReduceLROnPlateau on val_loss, which in the seeds is the test
+    set). It reuses step_size and gamma rather than adding fields, so that every existing
+    config, and the checkpoints and resume states that record it, stays the same.
     """
 
-    name: Literal["constant", "inverse_time", "onecycle", "cosine", "step"] = "constant"
+    name: Literal["constant", "inverse_time", "onecycle", "cosine", "step", "plateau"] = "constant"
     decay: float = Field(0.0, ge=0)
     pct_start: float = Field(0.25, gt=0, lt=1)
     warmup_epochs: float = Field(0.0, ge=0)

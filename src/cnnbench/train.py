@@ -113,8 +113,31 @@ class Accel:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
-def lr_multiplier(schedule: Schedule, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
-    """LR factor at optimizer step ``step`` (0-based); the LR is optimizer.lr * factor."""
+class Plateau:
+    """The LR factor of the plateau schedule: times gamma once step_size epochs in a row
+    have not lowered the test loss by 1e-4 (Keras's ReduceLROnPlateau, min_delta 1e-4)."""
+
+    def __init__(self, schedule: Schedule):
+        self.gamma, self.patience = schedule.gamma, schedule.step_size
+        self.best, self.wait, self.scale = math.inf, 0, 1.0
+
+    def update(self, test_loss: float) -> None:
+        if test_loss < self.best - 1e-4:
+            self.best, self.wait = test_loss, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.scale *= self.gamma
+            self.wait = 0
+
+    def state(self) -> dict:
+        return {"best": self.best, "wait": self.wait, "scale": self.scale}
+
+
+def lr_multiplier(schedule: Schedule, epochs: int, steps_per_epoch: int,
+                  plateau: Plateau | None = None) -> Callable[[int], float]:
+    """LR factor at optimizer step ``step`` (0-based); the LR is optimizer.lr * factor.
+    The plateau schedule reads its factor from ``plateau``, which the epochs update."""
     total = epochs * steps_per_epoch
 
     def factor(step: int) -> float:
@@ -122,6 +145,8 @@ def lr_multiplier(schedule: Schedule, epochs: int, steps_per_epoch: int) -> Call
         t = step / total
         if schedule.name == "constant":
             return 1.0
+        if schedule.name == "plateau":
+            return plateau.scale
         if schedule.name == "inverse_time":  # Keras LearningRateScheduler, set per epoch
             return 1.0 / (1.0 + schedule.decay * epoch)
         if schedule.name == "step":
@@ -242,8 +267,9 @@ def train(cfg: ModelConfig, data_dir: Path,
 
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+    plateau = Plateau(cfg.schedule) if cfg.schedule.name == "plateau" else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_multiplier(cfg.schedule, cfg.epochs, steps_per_epoch))
+        optimizer, lr_multiplier(cfg.schedule, cfg.epochs, steps_per_epoch, plateau))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     augment = cfg.augment if cfg.augment != type(cfg.augment)() else None
@@ -258,6 +284,8 @@ def train(cfg: ModelConfig, data_dir: Path,
         gen.set_state(state["generator"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if plateau:
+            plateau.__dict__.update(state["plateau"])
         result.curves, result.timings = state["curves"], state["timings"]
     bar = _progress(progress)
     with bar:
@@ -287,6 +315,10 @@ def train(cfg: ModelConfig, data_dir: Path,
                     bar.update(task, completed=step + 1, loss=shown, rate=f"{rate:,.0f} img/s")
             train_seconds = time.perf_counter() - start
             test_loss, test_acc, _ = evaluate_split(model, test_split)
+            if plateau:  # the new LR from the next epoch's first step on, as in Keras
+                plateau.update(test_loss)
+                for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+                    group["lr"] = base_lr * plateau.scale
             row = {"epoch": epoch, "train_loss": round(loss_sum.item() / len(train_split), 6),
                    "train_acc": round(correct.item() / len(train_split), 6),
                    "test_loss": round(test_loss, 6), "test_acc": round(test_acc, 6), "lr": lr}
@@ -296,7 +328,7 @@ def train(cfg: ModelConfig, data_dir: Path,
             result.curves.append(row)
             result.timings.append(timing)
             if resume:
-                _save_state(resume, cfg, meta, model, optimizer, scheduler, gen, result)
+                _save_state(resume, cfg, meta, model, optimizer, scheduler, gen, result, plateau)
             if on_epoch:
                 on_epoch(row, timing)
     if resume:
@@ -304,13 +336,14 @@ def train(cfg: ModelConfig, data_dir: Path,
     return result
 
 
-def _save_state(resume: Resume, cfg, meta, model, optimizer, scheduler, gen, result) -> None:
+def _save_state(resume: Resume, cfg, meta, model, optimizer, scheduler, gen, result, plateau) -> None:
     from cnnbench.files import write_torch
 
     write_torch(resume.path, {"fingerprint": fingerprint(cfg, meta), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "generator": gen.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "plateau": plateau.state() if plateau else None,
                 "curves": result.curves, "timings": result.timings, "extra": resume.extra})
 
 
