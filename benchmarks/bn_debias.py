@@ -2,8 +2,8 @@
 
 PyTorch's running mean and variance start at 0 and 1 and move towards each batch's by
 ``momentum`` (0.01 with Keras defaults), so after t steps a fraction 0.99**t of them is
-still the starting value. Keras 2.1.3 and later on TensorFlow debias them
-(``zero_debias=True``): they hold the weighted mean of the batches' statistics alone. The
+still the starting value. Keras on TensorFlow debiases them since early 2018
+(``zero_debias=True``, keras-team/keras#9003): they hold the weighted mean of the batches' statistics alone. The
 same weighted mean can be read back from PyTorch's: (running - 0.99**t * start) /
 (1 - 0.99**t). This trains ``models.<name>`` of params.yaml (tracking off) for
 ``--epochs`` epochs and, after each, scores the test set with both sets of statistics.

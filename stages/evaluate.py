@@ -13,7 +13,7 @@ from cnnbench import tracking
 from cnnbench.config import ConfigError, load_evaluation, load_model_config
 from cnnbench.evaluate import confusion_rows, evaluate_model, plot_misclassified
 from cnnbench.files import write_csv, write_json
-from cnnbench.train import TrainError, load_checkpoint
+from cnnbench.train import TrainError, load_matching_checkpoint
 
 
 def main() -> int:
@@ -25,11 +25,8 @@ def main() -> int:
     try:
         cfg = load_model_config(args.params, name)
         flip = load_evaluation(args.params, name).flip
-        checkpoint = Path(f"models/{name}.pt")
-        model, saved = load_checkpoint(checkpoint)  # weights_only=True inside
-        if saved["config"] != cfg.model_dump():
-            raise TrainError(f"{checkpoint} was trained with another config than models.{name} in "
-                             f"{args.params}; retrain it with `dvc repro train@{name}`")
+        # weights_only=True inside; refuses weights trained with another config
+        model, saved = load_matching_checkpoint(Path(f"models/{name}.pt"), cfg, name, args.params)
         run_id = saved["mlflow_run_id"]
         metrics, pred, (images, labels), classes = evaluate_model(model, saved, Path("data") / cfg.dataset, flip)
         metrics_json = Path(f"metrics/eval/{name}.json")
