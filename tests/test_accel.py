@@ -87,7 +87,8 @@ def test_keras_defaults_change_exactly_what_they_say():
     torch.manual_seed(0)
     model = apply_keras_defaults(create_model("seed001_mnist"))
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bns and all(m.momentum == 0.01 and m.eps == 1e-3 for m in bns)
+    # momentum 1.0 is the debiased average's first step (tests/test_keras_batchnorm.py)
+    assert bns and all(m.momentum == 1.0 and m.eps == 1e-3 for m in bns)
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
             fan_in = m.weight[0].numel()

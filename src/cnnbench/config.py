@@ -99,8 +99,9 @@ class ModelConfig(_Strict):
     # at small batch sizes on a GPU, where training is bound by kernel launches
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     # Keras's layer defaults, for reproducing the Keras seeds: BatchNorm momentum 0.99
-    # (0.01 in PyTorch's convention) and epsilon 1e-3, Glorot-uniform weights, zero
-    # biases, and Adam epsilon 1e-7 unless optimizer.eps is given
+    # (0.01 in PyTorch's convention), epsilon 1e-3 and debiased running statistics,
+    # Glorot-uniform weights, zero biases, and Adam epsilon 1e-7 unless optimizer.eps is
+    # given (models/keras.py)
     keras_defaults: bool = False
     train_limit: int | None = Field(None, ge=1)  # use only the first N training images
     budget: Budget = Budget()
