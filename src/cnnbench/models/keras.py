@@ -9,7 +9,9 @@ What it changes from PyTorch's defaults (Keras 2 / tf.keras values):
   nothing left of a starting value. PyTorch's instead keep 0.99**t of their starting 0
   and 1, which over seed 003's first epochs (48 steps each) held its test accuracy at
   10% (README, "seed003_sep"). Only evaluation reads these statistics, and after 2,000
-  steps the two agree to float32 precision, so a model trained longer ends the same;
+  steps the two differ by less than 0.99**2000 < 2e-9, far below BatchNorm's epsilon, so a
+  model trained longer scores the same (seed001_mnist after 3 epochs: identical test
+  loss and accuracy to 6 digits; one channel's running variance of 4e-8 moved 5e-13);
 - Conv2d and Linear weights: Glorot (Xavier) uniform (PyTorch: Kaiming uniform with
   a=sqrt(5)); biases zero (PyTorch: uniform in +-1/sqrt(fan_in)).
 Glorot's bound depends on fan_in + fan_out, which Keras and PyTorch count alike for
@@ -24,7 +26,7 @@ from __future__ import annotations
 from torch import nn
 
 MOMENTUM = 0.01  # Keras's momentum=0.99, in PyTorch's convention
-_DEBIAS_STEPS = 2000  # 0.99**2000 < 2e-9: debiased and plain averages agree in float32
+_DEBIAS_STEPS = 2000  # 0.99**2000 < 2e-9: what debiasing would still change, negligible
 
 
 def apply_keras_defaults(model: nn.Module) -> nn.Module:
