@@ -97,7 +97,7 @@ def train_and_track(name: str, cfg: ModelConfig) -> str:
                              input_example(data_dir, meta))
     s = result.summary()
     return (f"train@{name}: test acc {s['final_test_acc']:.4f} after {s['epochs']} epochs "
-            f"(best {s['best_test_acc']:.4f} at epoch {s['best_epoch']}), {s['seconds']:.0f} s")
+            f"(best {s['best_test_acc']:.4f} at epoch {s['best_epoch'] + 1}), {s['seconds']:.0f} s")
 
 
 def log_trained(name: str, cfg: ModelConfig, params_file: str) -> str:

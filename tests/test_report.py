@@ -24,6 +24,7 @@ def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     rows = frame.set_index("model")
     ours, seed = rows.loc["sep_cifar_94k"], rows.loc["seed001_sep"]
     assert (ours["origin"], seed["origin"]) == ("cnnbench", "seed")
+    assert ours["best_epoch"] == 50  # the train JSON's 0-based 49, counted from 1 as the README does
     assert ours["budget_params"] == "PASS (93,861 <= 100,000)"
     assert ours["budget_acc"] == "PASS (90.12% >= 90.00%)"
     assert (ours["test_time_aug"], seed["test_time_aug"]) == ("flip (89.75% without)", "")

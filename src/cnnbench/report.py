@@ -31,7 +31,10 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
            "params": evaluation["params"], "keras_params": evaluation["keras_params"],
            "epochs": training["epochs"], "test_acc_pct": round(100 * acc, 2),
            "reported_acc_pct": round(100 * cfg.reported.test_acc, 2) if cfg.reported else None,
-           "test_time_aug": _test_time_aug(evaluation), "best_epoch": training["best_epoch"],
+           "test_time_aug": _test_time_aug(evaluation),
+           # counted from 1, as the progress bar and Keras's logs count (0-based in the
+           # train JSON, like the curves' epoch column and MLflow's steps)
+           "best_epoch": training["best_epoch"] + 1,
            "train_seconds": round(training["seconds"], 1),
            # the MLflow run that holds this model's curves, params and weights
            "mlflow_run_id": training.get("mlflow_run_id") or ""}
