@@ -1,6 +1,7 @@
 """Two experiments trained at the same time (`dvc exp run --queue` twice, then
 `dvc queue start -j 2`) both land, complete, in the default SQLite MLflow store."""
 
+import subprocess
 import time
 
 from mlflow.tracking import MlflowClient
@@ -8,10 +9,42 @@ from mlflow.tracking import MlflowClient
 from conftest import make_project, run
 
 EPOCHS = 3
+NAMES = ["seed-one", "seed-two"]
 
 
 def queue_status(root, env) -> str:
     return run(["dvc", "queue", "status"], root, env).stdout
+
+
+def start_workers(root, env) -> None:
+    # Not through `run`: the workers DVC forks inherit this command's stdout and
+    # stderr, so capturing them would wait for the workers to exit, not the command.
+    with open(root / "queue-start.log", "ab") as log:
+        subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=root, env=env,
+                       stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True)
+
+
+def wait_for_queue(root, env, seconds: int) -> str:
+    """The queue's status once nothing is queued or running. DVC's workers can exit
+    with tasks still queued (treeverse/dvc#10562), for which a second `dvc queue
+    start` is the remedy: the test gives it one after 20 s of such a stall."""
+    deadline, stalled_since, restarted = time.time() + seconds, None, False
+    while "Queued" in (status := queue_status(root, env)) or "Running" in status:
+        assert time.time() < deadline, diagnosis(root, env, status)
+        stalled = "Running" not in status and "Worker status: 0 active, 0 idle" in status
+        stalled_since = (stalled_since or time.time()) if stalled else None
+        if stalled_since and time.time() - stalled_since > 20 and not restarted:
+            start_workers(root, env)
+            restarted = True
+        time.sleep(2)
+    return status
+
+
+def diagnosis(root, env, status: str) -> str:
+    logs = [run(["dvc", "queue", "logs", name], root, env, check=False, timeout=60)
+            for name in NAMES]
+    return "\n".join([status, (root / "queue-start.log").read_text(),
+                      *(f"--- {name}\n{p.stdout[-3000:]}{p.stderr[-2000:]}" for name, p in zip(NAMES, logs))])
 
 
 def test_parallel_queued_experiments_share_the_sqlite_store(tmp_path, datasets_dir):
@@ -22,22 +55,20 @@ def test_parallel_queued_experiments_share_the_sqlite_store(tmp_path, datasets_d
     run(["dvc", "repro", "download@mnist"], root, env)
     git("add", "-A")
     git("commit", "-qm", "data")
-    names = ["seed-one", "seed-two"]
-    for seed, name in zip((1, 2), names):
+    for seed, name in zip((1, 2), NAMES):
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"++models.seed001_mnist.seed={seed}"], root, env)
-    run(["dvc", "queue", "start", "-j", "2"], root, env)
-    deadline = time.time() + 480
-    while "Queued" in (status := queue_status(root, env)) or "Running" in status:
-        assert time.time() < deadline, status
-        time.sleep(2)
-    run(["dvc", "queue", "stop"], root, env, check=False)
-    assert status.count("Success") == 2, status
+    start_workers(root, env)
+    try:
+        status = wait_for_queue(root, env, seconds=480)
+    finally:  # no worker outlives the test, whatever happened
+        run(["dvc", "queue", "stop", "--kill"], root, env, check=False, timeout=60)
+    assert status.count("Success") == 2, diagnosis(root, env, status)
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
     by_exp = {r.data.tags.get("dvc_exp_name"): r for r in runs}
-    assert sorted(n for n in by_exp if n) == names, [r.data.tags for r in runs]
-    for name, seed in zip(names, ("1", "2")):
+    assert sorted(n for n in by_exp if n) == NAMES, [r.data.tags for r in runs]
+    for name, seed in zip(NAMES, ("1", "2")):
         r = by_exp[name]
         assert r.info.status == "FINISHED" and r.data.params["seed"] == seed
         for key in ("test_acc", "train_loss", "seconds"):
