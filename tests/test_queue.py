@@ -26,8 +26,8 @@ def start_workers(root, env) -> None:
 
 def wait_for_queue(root, env, seconds: int) -> str:
     """The queue's status once nothing is queued or running. DVC's workers can exit
-    with tasks still queued (treeverse/dvc#10562), for which a second `dvc queue
-    start` is the remedy: the test gives it one after 20 s of such a stall."""
+    with tasks still queued (treeverse/dvc#10562, where a second `dvc queue start`
+    picks them up): the test gives them that after 20 s of such a stall."""
     deadline, stalled_since, restarted = time.time() + seconds, None, False
     while "Queued" in (status := queue_status(root, env)) or "Running" in status:
         assert time.time() < deadline, diagnosis(root, env, status)
