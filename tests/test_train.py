@@ -106,3 +106,24 @@ def test_augmentation_on_real_cifar_pixels(datasets_dir):
     cut = apply_augment(x, Augment(cutout=8), gen)
     zeroed = (cut == 0).all(dim=1).sum(dim=(1, 2))
     assert ((zeroed >= 16) & (zeroed <= 64)).all()  # an 8x8 square, clipped at the border
+
+
+def test_keras_shift_moves_by_fractions_of_a_pixel_and_repeats_the_edges():
+    # channel 0 rises 8 levels a column, channel 1 8 levels a row: away from the edges a
+    # shift of t pixels changes every pixel of a channel by 8t (rounded)
+    ramp = torch.arange(32, dtype=torch.uint8) * 8
+    x = torch.stack([ramp.expand(32, 32), ramp[:, None].expand(32, 32)])
+    x = x.expand(200, 2, 32, 32).contiguous()
+    moved = apply_augment(x, Augment(shift=0.1), torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and moved.dtype == torch.uint8
+
+    change = (moved.float() - x.float())[:, :, 4:28, 4:28]  # no edge within 3.2 px
+    per_image = change.flatten(2)
+    assert (per_image.amax(2) - per_image.amin(2)).max() <= 1  # one shift per image and axis
+    pixels = per_image.mean(2) / 8
+    assert pixels.abs().max() <= 3.2 + 1 / 16  # 0.1 of 32 pixels, plus rounding
+    assert (pixels > 2).any() and (pixels < -2).any()
+    assert (pixels.frac().abs() > 0.1).float().mean() > 0.5  # not whole pixels
+
+    grey = torch.full((16, 3, 32, 32), 200, dtype=torch.uint8)
+    assert torch.equal(apply_augment(grey, Augment(shift=0.2), torch.Generator()), grey)

@@ -54,6 +54,9 @@ class Schedule(_Strict):
 
 class Augment(_Strict):
     crop_padding: int = Field(0, ge=0, le=16)  # random crop after zero padding by this much
+    # Keras ImageDataGenerator's width_shift_range and height_shift_range: a translation by
+    # up to this fraction of the side, any fraction of a pixel, edges repeated
+    shift: float = Field(0.0, ge=0, lt=1)
     flip: bool = False  # random horizontal flip
     cutout: int = Field(0, ge=0, le=32)  # side of a zeroed square, 0 = off
 

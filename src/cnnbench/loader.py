@@ -52,7 +52,8 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def apply_augment(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding, horizontal flip and cutout, for a whole batch.
+    """Keras-style shift, random crop after zero padding, horizontal flip and cutout, for a
+    whole batch.
 
     Runs on the uint8 pixels before normalisation, so padding and cutout are black, as
     with torchvision's RandomCrop(padding=p) and the usual cutout on raw images.
@@ -63,6 +64,8 @@ def apply_augment(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.
     def randint(high: int, size: tuple[int, ...]) -> torch.Tensor:
         return torch.randint(0, high, size, generator=gen, device=gen.device).to(dev)
 
+    if aug.shift:
+        x = keras_shift(x, aug.shift, gen)
     if aug.crop_padding:
         p = aug.crop_padding
         padded = torch.nn.functional.pad(x, (p, p, p, p))
@@ -83,3 +86,25 @@ def apply_augment(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.
         in_x = ((xs - cx[:, None]).abs() <= (s - 1) // 2)[:, None, :]
         x = x * ~(in_y & in_x)[:, None]
     return x
+
+
+def keras_shift(x: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
+    """Keras ImageDataGenerator's ``width_shift_range=height_shift_range=fraction``: each
+    image moved by uniform(-fraction, fraction) times its side, in each direction.
+
+    As Keras does it (scipy's affine_transform, order 1, fill_mode 'nearest'): the shift
+    is not a whole number of pixels, so pixels are interpolated bilinearly, which blurs
+    the training images a little, and the edge pixels are repeated into the gap, where
+    ``crop_padding`` shifts by whole pixels and fills with black.
+    """
+    n, _, h, w = x.shape
+    offsets = (torch.rand(n, 2, generator=gen, device=gen.device).to(x.device) * 2 - 1) * fraction
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    # with align_corners=True the first and last pixel centres sit at -1 and 1
+    theta[:, 0, 2] = 2 * offsets[:, 0] * w / (w - 1)
+    theta[:, 1, 2] = 2 * offsets[:, 1] * h / (h - 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=True)
+    moved = torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear",
+                                            padding_mode="border", align_corners=True)
+    return moved.round_().to(torch.uint8)
