@@ -24,7 +24,8 @@ def test_compare_and_summarize_in_percentage_points():
     table = compare(seed, ours)
     assert table.test_acc_diff.round(4).tolist() == [-0.1, 0.02, -0.02]
     assert summarize(table, from_epoch=1) == {"epochs": 2, "mean_pp": 0.0, "sd_pp": 2.83, "max_abs_pp": 2.0,
-                                              "final_train_gap_pp": 10.0, "final_test_gap_pp": -2.0}
+                                              "final_train_gap_pp": 10.0, "final_test_gap_pp": -2.0,
+                                              "swing_seed_pp": 10.0, "swing_ours_pp": 14.0}
 
 
 def test_a_file_without_keras_epochs_is_refused_by_name(tmp_path):

@@ -45,12 +45,17 @@ def compare(seed: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(table: pd.DataFrame, from_epoch: int) -> dict:
-    """Ours minus the seed's test accuracy from ``from_epoch`` (0-based) on, in pp."""
-    diff = 100 * table.loc[table.epoch >= from_epoch, "test_acc_diff"]
+    """Ours minus the seed's test accuracy from ``from_epoch`` (0-based) on, in pp; and how
+    far each run's test accuracy moves from one epoch to the next (mean absolute change),
+    which tells a noisier evaluation apart from a slower or faster learner."""
+    since = table.epoch >= from_epoch
+    diff = 100 * table.loc[since, "test_acc_diff"]
+    swing = 100 * table[["test_acc_seed", "test_acc_ours"]].diff().abs()[since].mean()
     last = table.iloc[-1]
     figures = {"mean_pp": diff.mean(), "sd_pp": diff.std(), "max_abs_pp": diff.abs().max(),
                "final_train_gap_pp": 100 * last.train_acc_diff,
-               "final_test_gap_pp": 100 * last.test_acc_diff}
+               "final_test_gap_pp": 100 * last.test_acc_diff,
+               "swing_seed_pp": swing.test_acc_seed, "swing_ours_pp": swing.test_acc_ours}
     return {"epochs": len(diff)} | {k: round(float(v), 2) for k, v in figures.items()}
 
 
