@@ -46,13 +46,13 @@ def _sep_bn_relu(in_ch: int, out_ch: int, padding: int) -> list[nn.Module]:
     return [SeparableConv2d(in_ch, out_ch, 3, padding=padding), nn.BatchNorm2d(out_ch), nn.ReLU()]
 
 
-def _sep_trunk(first_padding: int) -> list[nn.Module]:
+def _sep_trunk(first_padding: int, dropout: float) -> list[nn.Module]:
     layers: list[nn.Module] = []
     ch = 3
     for i, width in enumerate((48, 96, 192)):
         pad_first = first_padding if i == 0 else 1
         layers += [*_sep_bn_relu(ch, width, pad_first), *_sep_bn_relu(width, width, 0),
-                   nn.MaxPool2d(2), Dropout(0.1)]
+                   nn.MaxPool2d(2), Dropout(dropout)]
         ch = width
     return layers
 
@@ -62,11 +62,15 @@ def seed001_sep(num_classes: int = 10) -> nn.Module:
     """Seed 001 (001_ae77fa9c2fa4d891.txt), CIFAR-10, separable convolutions only.
 
     sep 48 valid, 48 valid, pool; 96 same, 96 valid, pool; 192 same, 192 valid, pool
-    (each sep + BN + ReLU, dropout 0.1 after pools; shapes 30, 28, 14, 14, 12, 6, 6, 4, 2
+    (each sep + BN + ReLU, dropout after pools; shapes 30, 28, 14, 14, 12, 6, 6, 4, 2
     as in the seed's summary); head: sep 2x2 valid to 10. 80,629 trainable, 81,973 Keras
     total. Reported 83.50% after 50 epochs, Adam, batch 128.
+
+    The seed does not state its dropout rate. 0.25, the base network's, is what its log
+    implies: with it (and the flip) our training and test accuracy follow the log's from
+    epoch 20 within 0.03 pp on average; at 0.1 ours trained 3.5 pp higher (README).
     """
-    return nn.Sequential(*_sep_trunk(first_padding=0),
+    return nn.Sequential(*_sep_trunk(first_padding=0, dropout=0.25),
                          *_head(SeparableConv2d(192, num_classes, 2)))
 
 
@@ -74,11 +78,12 @@ def seed001_sep(num_classes: int = 10) -> nn.Module:
 def seed000_sep(num_classes: int = 10) -> nn.Module:
     """Seed 000 (000_0c02c1ae10fabc45.txt), CIFAR-10, separable convolutions only.
 
-    As seed 001 but the first conv is 'same' (32x32 as annotated in the seed) and the
-    head is sep 4x4 'same' to 10 followed by global average pooling. 82,933 trainable,
-    84,277 Keras total. Reported 83.25% after 50 epochs, Adam, batch 32.
+    As seed 001 but the first conv is 'same' (32x32 as annotated in the seed), the
+    head is sep 4x4 'same' to 10 followed by global average pooling, and dropout 0.1 (not
+    stated; with it and the augmentation its log implies, ours follows the log, README).
+    82,933 trainable, 84,277 Keras total. Reported 83.25% after 50 epochs, Adam, batch 32.
     """
-    return nn.Sequential(*_sep_trunk(first_padding=1),
+    return nn.Sequential(*_sep_trunk(first_padding=1, dropout=0.1),
                          SeparableConv2d(192, num_classes, 4, padding="same"),
                          *_head(nn.AdaptiveAvgPool2d(1)))
 
