@@ -1,6 +1,8 @@
 """Two experiments trained at the same time (`dvc exp run --queue` twice, then
-`dvc queue start -j 2`) both land, complete, in the default SQLite MLflow store."""
+`dvc queue start -j 2`) both land, complete, in the default SQLite MLflow store, each
+trained with the code it was queued with."""
 
+import json
 import subprocess
 import time
 
@@ -10,6 +12,8 @@ from conftest import make_project, run
 
 EPOCHS = 3
 NAMES = ["seed-one", "seed-two"]
+# seed-two is queued with this edit to the model in the workspace, then the edit is undone
+FINAL_BN = "nn.Conv2d(16, num_classes, 4), nn.BatchNorm2d(num_classes),"
 
 
 def queue_status(root, env) -> str:
@@ -40,6 +44,11 @@ def wait_for_queue(root, env, seconds: int) -> str:
     return status
 
 
+def exp_ref(root, env, name: str) -> str:
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], root, env).stdout.split()
+    return next(ref for ref in refs if ref.endswith(f"/{name}"))
+
+
 def diagnosis(root, env, status: str) -> str:
     logs = [run(["dvc", "queue", "logs", name], root, env, check=False, timeout=60)
             for name in NAMES]
@@ -55,8 +64,14 @@ def test_parallel_queued_experiments_share_the_sqlite_store(tmp_path, datasets_d
     run(["dvc", "repro", "download@mnist"], root, env)
     git("add", "-A")
     git("commit", "-qm", "data")
+    seeds_py = root / "src" / "cnnbench" / "models" / "seeds.py"
+    original = seeds_py.read_text()
+    assert FINAL_BN in original, "seed001_mnist changed: pick another edit for seed-two"
     for seed, name in zip((1, 2), NAMES):
+        if name == "seed-two":  # without seed001_mnist's last BatchNorm: 20 parameters fewer
+            seeds_py.write_text(original.replace(FINAL_BN, "nn.Conv2d(16, num_classes, 4),"))
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"++models.seed001_mnist.seed={seed}"], root, env)
+    seeds_py.write_text(original)
     start_workers(root, env)
     try:
         status = wait_for_queue(root, env, seconds=480)
@@ -77,3 +92,7 @@ def test_parallel_queued_experiments_share_the_sqlite_store(tmp_path, datasets_d
         assert "final_test_acc" in r.data.metrics  # evaluate logged into the same run
     # the two runs trained different models: the seed reached them both
     assert by_exp["seed-one"].data.metrics["final_test_acc"] != by_exp["seed-two"].data.metrics["final_test_acc"]
+    # and each ran its own code (in its copy under .dvc/tmp/exps), not the workspace's
+    params = {name: json.loads(git("show", f"{exp_ref(root, env, name)}:metrics/eval/seed001_mnist.json").stdout)["params"]
+              for name in NAMES}
+    assert params == {"seed-one": 13582, "seed-two": 13562}
