@@ -87,11 +87,12 @@ def train_and_track(name: str, cfg: ModelConfig) -> str:
         result = train(cfg, data_dir, on_epoch=on_epoch, resume=resume)
         save_checkpoint(out.checkpoint, result.model, cfg, meta, run.run_id if run else None)
         summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))
-        # run id and versions sit with the timings, apart from the results, which stay
-        # byte-identical; the versions let a run trained with tracking off be logged later
+        # run id, versions and thread count sit with the timings, apart from the results, which
+        # stay byte-identical; they let a run trained with tracking off be logged later
         write_json(out.summary, {
             "params": summary.trainable, **result.summary(), "torch_version": tags["torch_version"],
-            "cuda_version": tags["cuda_version"], "mlflow_run_id": run.run_id if run else None})
+            "cuda_version": tags["cuda_version"], "torch_threads": int(tags["torch_threads"]),
+            "mlflow_run_id": run.run_id if run else None})
         if run:
             run.log_training(summary.to_text("markdown"), [out.curves, out.timing], result.model,
                              input_example(data_dir, meta))

@@ -19,9 +19,9 @@ OUTPUTS = [f"models/{NAME}.pt", f"metrics/curves/{NAME}.csv", f"metrics/timing/{
            f"metrics/train/{NAME}.json"]
 
 
-def stage(name: str, *args: str, cwd, tracking: bool = True, check: bool = True):
-    env = (venv_env(MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}") if tracking
-           else venv_env(CNNBENCH_TRACKING="off"))
+def stage(name: str, *args: str, cwd, tracking: bool = True, check: bool = True, **env_extra: str):
+    env = (venv_env(MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}", **env_extra) if tracking
+           else venv_env(CNNBENCH_TRACKING="off", **env_extra))
     return run(["python", str(REPO / "stages" / f"{name}.py"), *args], cwd, env, check=check)
 
 
@@ -33,7 +33,7 @@ def snapshot(root) -> dict:
 def trained(tmp_path_factory, mnist_dir):
     """A workdir whose model was trained with tracking off."""
     root = stage_workdir(tmp_path_factory.mktemp("trained"), mnist_dir, {NAME: {"epochs": 2, "train_limit": 1200}})
-    stage("train", NAME, cwd=root, tracking=False)
+    stage("train", NAME, cwd=root, tracking=False, OMP_NUM_THREADS="1")
     assert not (root / "mlflow.db").exists()
     return root
 
@@ -44,7 +44,8 @@ def logged(trained, tmp_path_factory):
     root = tmp_path_factory.mktemp("logged") / "w"
     shutil.copytree(trained, root, symlinks=True)
     before = snapshot(root)
-    proc = stage("train", NAME, "--log-trained", cwd=root)
+    # logged with another thread count than the training's: the tag must be the training's
+    proc = stage("train", NAME, "--log-trained", cwd=root, OMP_NUM_THREADS="3")
     return root, before, proc
 
 
@@ -85,6 +86,7 @@ def test_log_trained_fills_a_run_that_evaluate_then_completes(logged):
     tags = r.data.tags
     assert tags["logged_after_training"] == "true" and tags["device"] == "cpu"
     assert tags["torch_version"] == torch.__version__ and tags["cuda_version"] == str(torch.version.cuda)
+    assert tags["torch_threads"] == "1"
     assert tags["model"] == NAME and tags["dataset"] == "mnist"
     assert {"summary.md", "curves", "timing"} <= {a.path for a in client.list_artifacts(run_id)}
     for folder in ("curves", "timing"):  # both files are called <model>.csv: neither hides the other
@@ -108,7 +110,7 @@ def test_log_trained_fills_a_run_that_evaluate_then_completes(logged):
     assert all(torch.equal(previous["state_dict"][k], v) for k, v in old_ckpt["state_dict"].items())
     summary = json.loads((root / f"metrics/train/{NAME}.json").read_text())
     assert summary == {**json.loads(before[root / f"metrics/train/{NAME}.json"]), "mlflow_run_id": run_id}
-    assert summary["torch_version"] == torch.__version__
+    assert summary["torch_version"] == torch.__version__ and summary["torch_threads"] == 1
     for name in OUTPUTS[1:3]:  # the curves are untouched
         assert (root / name).read_bytes() == before[root / name]
 

@@ -22,7 +22,7 @@ def project(tmp_path_factory, datasets_dir):
     # their initial values after 47 steps, so this plumbing test trains with PyTorch's
     cut = {"epochs": 1, "train_limit": TRAIN_ROWS, "keras_defaults": False}
     env, git = make_project(root, datasets_dir, {"seed001_mnist": cut, "seed002_mnist": cut})
-    first = run(["dvc", "repro"], root, env)
+    first = run(["dvc", "repro"], root, {**env, "OMP_NUM_THREADS": "1"})
     git("add", "-A")
     git("commit", "-qm", "first run")
     return root, env, git, first
@@ -74,6 +74,7 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
         assert len(r.data.tags["git_commit"]) == 40 and r.data.tags["git_dirty"] in ("True", "False")
         assert r.data.tags["torch_version"] == torch.__version__
         assert r.data.tags["cuda_version"] == str(torch.version.cuda)
+        assert r.data.tags["torch_threads"] == "1"  # the stage ran with OMP_NUM_THREADS=1
         assert r.data.params["seed"] == "0"
         history = client.get_metric_history(r.info.run_id, "test_acc")
         assert [m.step for m in history] == [0]
@@ -82,7 +83,8 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
         ckpt = torch.load(root / f"models/{name}.pt", weights_only=True)
         assert ckpt["mlflow_run_id"] == r.info.run_id
         # the leaderboard names the run through metrics/train (timings' file, not the results')
-        assert json.loads((root / f"metrics/train/{name}.json").read_text())["mlflow_run_id"] == r.info.run_id
+        train_json = json.loads((root / f"metrics/train/{name}.json").read_text())
+        assert train_json["mlflow_run_id"] == r.info.run_id and train_json["torch_threads"] == 1
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"summary.md", "curves", "evaluation"} <= artifacts
         # the logged model predicts exactly what the checkpoint predicts

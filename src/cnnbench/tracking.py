@@ -108,6 +108,8 @@ def run_tags(model_name: str, dataset: str, device: str) -> dict[str, str]:
     tags = {"model": model_name, "dataset": dataset, "device": device,
             "torch_version": torch.__version__,
             "cuda_version": str(torch.version.cuda),
+            # CPU results repeat only at the same thread count (it sets the order of sums)
+            "torch_threads": str(torch.get_num_threads()),
             "git_commit": _git("rev-parse", "HEAD"),
             "git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no")))}
     for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev")):
@@ -118,10 +120,11 @@ def run_tags(model_name: str, dataset: str, device: str) -> dict[str, str]:
 
 def trained_run_tags(model_name: str, dataset: str, train_summary: dict) -> dict[str, str]:
     """run_tags for a model trained with tracking off and logged afterwards, maybe on
-    another machine: device, torch and CUDA versions are the training's, from its
-    metrics/train/<model>.json ("unknown" where an older one lacks them)."""
+    another machine: device, torch and CUDA versions and thread count are the training's,
+    from its metrics/train/<model>.json ("unknown" where an older one lacks them)."""
     tags = run_tags(model_name, dataset, str(train_summary.get("device", "unknown")))
-    tags.update({k: str(train_summary.get(k, "unknown")) for k in ("torch_version", "cuda_version")})
+    tags.update({k: str(train_summary.get(k, "unknown"))
+                 for k in ("torch_version", "cuda_version", "torch_threads")})
     return {**tags, "logged_after_training": "true"}
 
 
