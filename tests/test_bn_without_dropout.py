@@ -29,6 +29,6 @@ def test_recomputed_statistics_are_those_of_the_dropout_free_activations():
     bn = model[2]
     assert not model.training and not bn.training
     assert torch.allclose(bn.running_mean, plain.mean((0, 2, 3)), atol=1e-5)
-    # dropout at 0.5 would double the variance; the two batches' unbiased variances average
-    # to the whole set's within a fraction of a percent
+    # dropout left on would also move the variance; the two batches' unbiased variances
+    # average to the whole set's within a fraction of a percent
     assert bn.running_var == pytest.approx(plain.var((0, 2, 3)), rel=5e-3)
