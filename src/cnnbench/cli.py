@@ -1,9 +1,11 @@
-"""The ``cnnbench`` command: ``cnnbench summary <arch>`` and ``cnnbench models``."""
+"""The ``cnnbench`` command: ``cnnbench summary <arch>``, ``cnnbench models`` and
+``cnnbench seeds <model>``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -42,6 +44,26 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(args: argparse.Namespace) -> int:
+    from cnnbench.runs import seed_spread, write_curves
+    from cnnbench.tracking import TrackingError
+
+    try:
+        runs, recipes = seed_spread(args.model)
+    except TrackingError as e:
+        print(f"cnnbench: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.model}: finished runs in the tracking store (test accuracy in %)\n")
+    print(runs.to_markdown(index=False) if args.format == "markdown" else runs.to_string(index=False))
+    print()
+    print(recipes.to_markdown(index=False) if args.format == "markdown" else recipes.to_string(index=False))
+    if args.curves:
+        for run_id, seed in zip(runs["run_id"], runs["seed"]):
+            path = args.curves / f"{args.model}-seed{seed}-{run_id}.csv"
+            print(f"{path}: {write_curves(run_id, path)} epochs", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,12 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
     p.set_defaults(func=_summary)
     sub.add_parser("models", help="list the registered architectures").set_defaults(func=_models)
+    p = sub.add_parser("seeds", help="a model's finished MLflow runs: mean and spread over seeds")
+    p.add_argument("model")
+    p.add_argument("--format", choices=["table", "markdown"], default="table")
+    p.add_argument("--curves", type=Path, metavar="DIR",
+                   help="also write each run's per-epoch metrics to DIR/<model>-seed<N>-<run>.csv")
+    p.set_defaults(func=_seeds)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except KeyError as e:
         print(f"cnnbench: error: {e.args[0]}", file=sys.stderr)
         return 2
+
 
 
 if __name__ == "__main__":
