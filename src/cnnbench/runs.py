@@ -75,7 +75,7 @@ def seed_spread(model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         "device": get("tags.device"),
         "torch_threads": get("tags.torch_threads").fillna(""),  # unrecorded before 2026-11-25
         "git_commit": get("tags.git_commit").str[:7],
-        "dvc_exp_name": get("tags.dvc_exp_name"),
+        "dvc_exp_name": get("tags.dvc_exp_name").fillna(""),
     })[RUN_COLUMNS].sort_values("recipe", kind="stable")
     first = dict(zip(recipe_params, order[0]))
     recipes = []
