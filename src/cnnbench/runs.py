@@ -12,44 +12,36 @@ name fall in one group, and their ``git_commit`` column is what tells them apart
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from cnnbench.files import write_csv
-from cnnbench.tracking import EXPERIMENT, TrackingError, tracking_uri
+from cnnbench.tracking import EXPERIMENT, TrackingError, connect, redact, tracking_uri
 from cnnbench.train import CURVE_COLUMNS
 
 RUN_COLUMNS = ["recipe", "run_id", "seed", "epochs", "test_acc", "test_acc_single_pass",
                "device", "torch_threads", "git_commit", "dvc_exp_name"]
 
 
-def _client():
-    import os
-
-    from mlflow.tracking import MlflowClient
-
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    client = MlflowClient(tracking_uri())
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        raise TrackingError(f"the tracking store {tracking_uri()} has no experiment {name!r}: "
-                            f"nothing has been trained with tracking on there yet")
-    return client, experiment.experiment_id
+def _experiment_id() -> str:
+    mlflow = connect()  # the stages' store, credentials and reachability check
+    return mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)).experiment_id
 
 
 def finished_runs(model: str) -> pd.DataFrame:
     """One row per finished run of ``model`` that was evaluated (has final_test_acc)."""
     import mlflow
 
-    client, experiment_id = _client()
-    mlflow.set_tracking_uri(tracking_uri())
-    frame = mlflow.search_runs([experiment_id], order_by=["attributes.start_time ASC"],
+    frame = mlflow.search_runs([_experiment_id()], order_by=["attributes.start_time ASC"],
                                filter_string=f"tags.model = '{model}' and attributes.status = 'FINISHED'")
+    if "metrics.final_test_acc" in frame:
+        frame = frame[frame["metrics.final_test_acc"].notna()].reset_index(drop=True)
     if frame.empty or "metrics.final_test_acc" not in frame:
-        raise TrackingError(f"no finished, evaluated run of {model!r} in {tracking_uri()}; "
+        raise TrackingError(f"no finished, evaluated run of {model!r} in {redact(tracking_uri())}; "
                             f"train and evaluate it with tracking on (`dvc repro evaluate@{model}`)")
-    return frame[frame["metrics.final_test_acc"].notna()].reset_index(drop=True)
+    return frame
 
 
 def seed_spread(model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -94,8 +86,11 @@ def seed_spread(model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def run_curves(run_id: str) -> pd.DataFrame:
     """A run's per-epoch metrics as the train stage writes them (metrics/curves/)."""
-    client, _ = _client()
-    run_id = _full_run_id(client, run_id)
+    from mlflow.tracking import MlflowClient
+
+    connect()
+    client = MlflowClient()
+    run_id = _full_run_id(run_id)
     columns = {}
     for key in CURVE_COLUMNS[1:]:
         history = client.get_metric_history(run_id, key)
@@ -106,16 +101,15 @@ def run_curves(run_id: str) -> pd.DataFrame:
     return curves[CURVE_COLUMNS]
 
 
-def _full_run_id(client, prefix: str) -> str:
+def _full_run_id(prefix: str) -> str:
     """Accept the 8-character ids the tables show."""
     if len(prefix) == 32:
         return prefix
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    ids = [r for r in mlflow.search_runs(search_all_experiments=True)["run_id"] if r.startswith(prefix)]
+    ids = [r for r in mlflow.search_runs(search_all_experiments=True).get("run_id", []) if r.startswith(prefix)]
     if len(ids) != 1:
-        raise TrackingError(f"{len(ids)} runs in {tracking_uri()} start with {prefix!r}; give more of the id")
+        raise TrackingError(f"{len(ids)} runs in {redact(tracking_uri())} start with {prefix!r}; give more of the id")
     return ids[0]
 
 

@@ -128,7 +128,9 @@ def trained_run_tags(model_name: str, dataset: str, train_summary: dict) -> dict
     return {**tags, "logged_after_training": "true"}
 
 
-def _setup():
+def connect():
+    """mlflow, pointed at the tracking store and the experiment (created on first use);
+    a server that does not answer fails here, with the URI in the message."""
     import mlflow
 
     uri = tracking_uri()
@@ -277,7 +279,7 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
     if not enabled():
         yield None
         return
-    mlflow = _setup()
+    mlflow = connect()
     run = ModelRun(mlflow.start_run(run_id=run_id, run_name=None if run_id else model_name),
                    retry_seconds=float(os.environ.get("CNNBENCH_TRACKING_RETRY_S", "120")))
     if params:
