@@ -80,7 +80,7 @@ def seed_spread(model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                         "mean_test_acc": round(acc.mean(), 2),
                         "sd_pp": round(acc.std(), 2) if len(acc) > 1 else "",
                         "min": acc.min(), "max": acc.max(),
-                        "differs_from_recipe_1": differs or ""})
+                        "differs_from_recipe_1": differs})
     return runs, pd.DataFrame(recipes)
 
 
