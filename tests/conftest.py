@@ -100,7 +100,8 @@ def make_project(root: Path, datasets_dir: Path, models: dict[str, dict]) -> tup
         else:
             shutil.copy(src, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(mnist_params(models), sort_keys=False))
-    (root / "metrics").mkdir()
+    (root / "metrics" / "mlruns").mkdir(parents=True)  # the report stage reads the runs kept in git
+    shutil.copy(REPO / "metrics" / "mlruns" / "README.md", root / "metrics" / "mlruns")
     # PYTHONPATH: the stages import the copy, so the project under test is the copy
     env = venv_env(CNNBENCH_DATA_MIRROR=str(datasets_dir), PYTHONPATH=str(root / "src"))
 

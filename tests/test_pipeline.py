@@ -99,6 +99,47 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
     assert (root / "mlartifacts").is_dir()
 
 
+def test_a_fresh_clone_gets_back_the_runs_kept_in_git(project, tmp_path):
+    """`cnnbench runs export`, commit, clone: the clone has no mlflow.db, and its first
+    contact with the store brings back both runs, under the ids metrics/train/ names."""
+    import shutil
+
+    import mlflow.pytorch
+
+    root, env, _, _ = project
+    work = tmp_path / "work"  # a copy, so that the module's project stays as it was
+    shutil.copytree(root, work, symlinks=True)
+    ids = {name: json.loads((work / f"metrics/train/{name}.json").read_text())["mlflow_run_id"]
+           for name in ("seed001_mnist", "seed002_mnist")}
+    assert "2 run(s) kept in metrics/mlruns/" in run(["cnnbench", "runs", "export"], work, env).stdout
+    run(["dvc", "repro", "report"], work, env)  # the leaderboard says which runs are kept
+    assert (pd.read_csv(work / "metrics/leaderboard.csv")["mlflow_run_kept"] == "yes").all()
+    run(["git", "add", "-A"], work, env)
+    run(["git", "commit", "-qm", "keep the runs"], work, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(work), str(clone)], tmp_path, env)
+    assert not (clone / "mlflow.db").exists()
+    seeds = run(["cnnbench", "seeds", "seed001_mnist"], clone, env)
+    assert ids["seed001_mnist"][:8] in seeds.stdout and "starts with the 2 run(s)" in seeds.stderr
+    client = mlflow_client(clone)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    for name, run_id in ids.items():
+        r = client.get_run(run_id)
+        curves = pd.read_csv(clone / f"metrics/curves/{name}.csv")
+        assert [m.value for m in client.get_metric_history(run_id, "test_acc")] == curves["test_acc"].tolist()
+        metrics = json.loads((clone / f"metrics/eval/{name}.json").read_text())
+        assert r.data.metrics["final_test_acc"] == pytest.approx(metrics["test_acc"])
+        # the model comes back from git alone (the clone has no models/): same predictions
+        from cnnbench.train import load_checkpoint
+
+        model, _ = load_checkpoint(work / f"models/{name}.pt")
+        x = torch.randn(16, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.equal(mlflow.pytorch.load_model(r.data.tags["model_uri"])(x), model(x))
+    again = run(["cnnbench", "runs", "restore"], clone, env, check=False)
+    assert again.returncode == 2 and "exists, and runs are restored only into a new store" in again.stderr
+
+
 def test_branch_with_one_changed_param_diffs_exactly_that_model(project):
     root, env, git, _ = project
     git("checkout", "-q", "-b", "other-seed")

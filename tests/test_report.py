@@ -20,6 +20,9 @@ def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     models = load_params(REPO / "params.yaml").models
     write_metrics(tmp_path, "sep_cifar_94k", 0.9012, 9977, 93861, flip_from=0.8975, run_id="c59f5879ab")
     write_metrics(tmp_path, "seed001_sep", 0.8311, 10000, 80629)
+    kept = tmp_path / "mlruns" / "1" / "c59f5879ab"  # the run kept in git (archive.py)
+    kept.mkdir(parents=True)
+    (kept / "meta.yaml").write_text("run_id: c59f5879ab\n")
     frame, missing = build_leaderboard(models, tmp_path)
     rows = frame.set_index("model")
     ours, seed = rows.loc["sep_cifar_94k"], rows.loc["seed001_sep"]
@@ -31,7 +34,9 @@ def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     assert seed["budget_acc"] == "PASS (83.11% >= 82.48%)" and seed["diff_vs_reported_pp"] == -0.39
     assert "mnist_7k" in missing and "sep_cifar_94k" not in missing
     assert (ours["mlflow_run_id"], seed["mlflow_run_id"]) == ("c59f5879ab", "")  # "" when tracking was off
+    assert (ours["mlflow_run_kept"], seed["mlflow_run_kept"]) == ("yes", "no")
     text = to_markdown(frame, missing)
     assert "cifar10_recovered: accuracy measured on 9,977 of the 10,000" in text
     assert "test_time_aug flip: each test image is also classified mirrored" in text
     assert "Not trained yet:" in text and "mnist_7k" in text
+    assert "1 of 2 are" in text

@@ -1,5 +1,5 @@
-"""The ``cnnbench`` command: ``cnnbench summary <arch>``, ``cnnbench models`` and
-``cnnbench seeds <model>``."""
+"""The ``cnnbench`` command: ``cnnbench summary <arch>``, ``cnnbench models``,
+``cnnbench seeds <model>`` and ``cnnbench runs export|restore``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,28 @@ def _seeds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    from cnnbench.archive import ARCHIVE, export_runs, leaderboard_runs, restore
+    from cnnbench.tracking import TrackingError, project_root, redact, tracking_uri
+
+    try:
+        if args.action == "restore":
+            count = restore(args.to)
+            print(f"{redact(args.to or tracking_uri())}: {count} run(s) restored from {ARCHIVE}/")
+            return 0
+        # by default the runs the committed metrics name (metrics/train/), those the store has
+        named = {r: m for m, r in leaderboard_runs(project_root() / "metrics").items()}
+        exported, missing = export_runs(args.run_ids or list(named), skip_missing=not args.run_ids)
+        if missing:
+            print("not in the tracking store, so not kept: "
+                  + ", ".join(f"{named[r]} ({r[:8]})" for r in missing), file=sys.stderr)
+    except TrackingError as e:
+        print(f"cnnbench: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(exported)} run(s) kept in {ARCHIVE}/: {', '.join(r[:8] for r in exported)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curves", type=Path, metavar="DIR",
                    help="also write each run's per-epoch metrics to DIR/<model>-seed<N>-<run>.csv")
     p.set_defaults(func=_seeds)
+    p = sub.add_parser("runs", help="MLflow runs kept in git (metrics/mlruns/): export, restore")
+    actions = p.add_subparsers(dest="action", required=True)
+    e = actions.add_parser("export", help="copy runs from the tracking store into metrics/mlruns/ "
+                                          "(default: the runs metrics/train/ names)")
+    e.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    r = actions.add_parser("restore", help="build a new SQLite store from metrics/mlruns/")
+    r.add_argument("--to", metavar="URI", help="sqlite:///path/to/new.db (default: the project's store)")
+    p.set_defaults(func=_runs)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

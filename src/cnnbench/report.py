@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cnnbench.archive import ARCHIVE, kept_run_ids
 from cnnbench.config import ModelConfig
 
 
@@ -23,7 +24,8 @@ def _test_time_aug(evaluation: dict) -> str:
     return "" if tta == "none" else f"{tta} ({100 * evaluation['test_acc_single_pass']:.2f}% without)"
 
 
-def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dict) -> dict:
+def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dict,
+                    kept_runs: set[str] = frozenset()) -> dict:
     acc = evaluation["test_acc"]
     b = cfg.budget
     row = {"model": name, "origin": "seed" if cfg.reported else "cnnbench",
@@ -38,6 +40,7 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
            "train_seconds": round(training["seconds"], 1),
            # the MLflow run that holds this model's curves, params and weights
            "mlflow_run_id": training.get("mlflow_run_id") or ""}
+    row["mlflow_run_kept"] = "yes" if row["mlflow_run_id"] in kept_runs else "no"
     row["diff_vs_reported_pp"] = (round(row["test_acc_pct"] - row["reported_acc_pct"], 2)
                                   if cfg.reported else None)
     row["budget_params"] = _verdict(row["params"], "<=", b.max_params, "{:,}".format) if b.max_params else ""
@@ -49,7 +52,7 @@ def leaderboard_row(name: str, cfg: ModelConfig, evaluation: dict, training: dic
 
 COLUMNS = ["model", "origin", "arch", "dataset", "test_images", "params", "keras_params", "epochs", "test_acc_pct",
            "test_time_aug", "reported_acc_pct", "diff_vs_reported_pp", "budget_params", "budget_epochs",
-           "budget_acc", "best_epoch", "train_seconds", "mlflow_run_id"]
+           "budget_acc", "best_epoch", "train_seconds", "mlflow_run_id", "mlflow_run_kept"]
 
 
 def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -59,13 +62,14 @@ def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tupl
     pipeline (e.g. only the MNIST models, offline) still gets its leaderboard.
     """
     rows, missing = [], []
+    kept = kept_run_ids(metrics_dir / "mlruns")
     for name, cfg in models.items():
         eval_json, train_json = metrics_dir / "eval" / f"{name}.json", metrics_dir / "train" / f"{name}.json"
         if not (eval_json.is_file() and train_json.is_file()):
             missing.append(name)
             continue
         rows.append(leaderboard_row(name, cfg, json.loads(eval_json.read_text()),
-                                    json.loads(train_json.read_text())))
+                                    json.loads(train_json.read_text()), kept))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame = frame.sort_values(["dataset", "test_acc_pct"], ascending=[True, False], ignore_index=True)
     return frame, missing
@@ -81,6 +85,8 @@ def to_markdown(frame: pd.DataFrame, missing: list[str]) -> str:
     if frame["test_time_aug"].astype(bool).any():
         text += ("\ntest_time_aug flip: each test image is also classified mirrored left-right and the "
                  "two softmax outputs are averaged (params.yaml, evaluation:).\n")
+    text += (f"\nmlflow_run_kept: the run is kept in git ({ARCHIVE}/), so `cnnbench runs restore` or any "
+             f"new store brings it back; {(frame['mlflow_run_kept'] == 'yes').sum()} of {len(frame)} are.\n")
     if missing:
         text += f"\nNot trained yet: {', '.join(missing)}\n"
     return text

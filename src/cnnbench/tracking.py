@@ -50,8 +50,12 @@ def project_root() -> Path:
         return Path.cwd()
 
 
+def default_tracking_uri() -> str:
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
 def redact(uri: str) -> str:
@@ -130,7 +134,8 @@ def trained_run_tags(model_name: str, dataset: str, train_summary: dict) -> dict
 
 def connect():
     """mlflow, pointed at the tracking store and the experiment (created on first use);
-    a server that does not answer fails here, with the URI in the message."""
+    a server that does not answer fails here, with the URI in the message. The project's
+    own store, when new, starts with the runs kept in metrics/mlruns/ (archive.py)."""
     import mlflow
 
     uri = tracking_uri()
@@ -146,6 +151,10 @@ def connect():
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
     with _exclusive(db):
+        if uri == default_tracking_uri():
+            from cnnbench.archive import restore_if_new
+
+            restore_if_new(db)  # a fresh clone's store starts with the runs kept in git
         if mlflow.get_experiment_by_name(name) is None:
             # artifacts beside the database, not in the working directory (a temp copy
             # under dvc exp)

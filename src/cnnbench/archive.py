@@ -1,0 +1,269 @@
+"""MLflow runs kept in git (metrics/mlruns/), so that the runs behind the committed
+figures outlive the machine that made them.
+
+The tracking store (mlflow.db and mlartifacts/) is git-ignored and lives on one machine;
+a fresh clone, or a reset workspace, has the leaderboard's run ids and no runs. So:
+
+- ``export_runs`` copies runs from the tracking store into ``metrics/mlruns/`` in MLflow's
+  own FileStore layout: plain text a person can read and git can diff (params/, tags/,
+  metrics/ with one "timestamp value step" line per logged value), the run's artifacts and
+  its logged model.
+- ``restore`` builds a new SQLite store from that folder with MLflow's own FileStore
+  migration (what ``mlflow migrate-filestore`` runs), run ids unchanged, and copies the
+  artifacts beside it where the store's own runs keep theirs. ``tracking.connect`` does
+  this by itself when the project's default store does not exist yet.
+
+The folder's artifact locations are left empty: they are machine paths, written at
+restore time for the store being built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from cnnbench.tracking import TrackingError, connect, project_root, redact, tracking_uri
+
+ARCHIVE = Path("metrics") / "mlruns"
+META = "meta.yaml"
+
+
+def archive_dir() -> Path:
+    return project_root() / ARCHIVE
+
+
+def leaderboard_runs(metrics_dir: Path) -> dict[str, str]:
+    """{model: run id} of every model trained here (metrics/train/<model>.json)."""
+    runs = {}
+    for path in sorted((metrics_dir / "train").glob("*.json")):
+        run_id = json.loads(path.read_text()).get("mlflow_run_id")
+        if run_id:
+            runs[path.stem] = run_id
+    return runs
+
+
+def kept_run_ids(archive: Path) -> set[str]:
+    """Ids of the runs in ``archive`` (one folder with a meta.yaml per run)."""
+    return {p.parent.name for p in archive.glob(f"[0-9]*/*/{META}")
+            if not p.parent.name.startswith(".")}  # not an export's folder in the making
+
+
+# --- export: tracking store -> metrics/mlruns/ ---------------------------------------
+
+def export_runs(run_ids: list[str], archive: Path | None = None,
+                skip_missing: bool = False) -> tuple[list[str], list[str]]:
+    """Copy ``run_ids`` from the tracking store into ``archive``, replacing earlier copies;
+    returns (exported, missing). Every run is looked up before anything is written: one
+    missing is an error naming it, unless ``skip_missing``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    archive = archive or archive_dir()
+    connect()
+    client = MlflowClient()
+    runs, missing = [], []
+    for run_id in run_ids:
+        try:
+            runs.append(client.get_run(run_id))
+        except MlflowException:
+            missing.append(run_id)
+    if missing and not skip_missing:
+        raise TrackingError(f"run(s) {', '.join(missing)} not in the tracking store "
+                            f"{redact(tracking_uri())}; `cnnbench seeds <model>` lists the runs it has")
+    for run in runs:
+        experiment = client.get_experiment(run.info.experiment_id)
+        exp_dir = archive / _experiment_folder(archive, experiment.name, experiment.experiment_id)
+        _write_yaml(exp_dir / META, {"experiment_id": exp_dir.name, "name": experiment.name,
+                                     "artifact_location": "", "lifecycle_stage": "active",
+                                     "creation_time": experiment.creation_time,
+                                     "last_update_time": experiment.last_update_time})
+        _replace_dir(exp_dir / run.info.run_id, lambda tmp, run=run: _write_run(client, run, tmp, exp_dir.name))
+        for output in run.outputs.model_outputs if run.outputs else []:
+            model = client.get_logged_model(output.model_id)
+            _replace_dir(exp_dir / "models" / model.model_id,
+                         lambda tmp, model=model: _write_model(model, tmp, exp_dir.name))
+    return [run.info.run_id for run in runs], missing
+
+
+def _experiment_folder(archive: Path, name: str, source_id: str) -> str:
+    """The archive's folder of experiment ``name``: the one it has, else the source store's
+    id when free, else the next free number (ids differ between stores; names may not)."""
+    folders = {p.parent.name: yaml.safe_load(p.read_text()).get("name") for p in archive.glob(f"[0-9]*/{META}")}
+    for folder, folder_name in folders.items():
+        if folder_name == name:
+            return folder
+    if source_id not in folders:
+        return source_id
+    return str(max(int(f) for f in folders) + 1)
+
+
+def _write_run(client, run, run_dir: Path, experiment_id: str) -> None:
+    info = run.info
+    _write_yaml(run_dir / META, {
+        "run_id": info.run_id, "run_uuid": info.run_id, "run_name": info.run_name,
+        "experiment_id": experiment_id, "user_id": info.user_id, "status": info.status,
+        "start_time": info.start_time, "end_time": info.end_time,
+        "lifecycle_stage": info.lifecycle_stage, "artifact_uri": ""})
+    _write_values(run_dir / "params", run.data.params)
+    _write_values(run_dir / "tags", run.data.tags)
+    for key in run.data.metrics:
+        history = client.get_metric_history(info.run_id, key)
+        _write_file(run_dir / "metrics" / key, "".join(f"{m.timestamp} {m.value!r} {m.step}\n" for m in history))
+    for output in run.outputs.model_outputs if run.outputs else []:
+        _write_yaml(run_dir / "outputs" / output.model_id / META, {"step": output.step})
+    (run_dir / "artifacts").mkdir()
+    client.download_artifacts(info.run_id, "", str(run_dir / "artifacts"))
+
+
+def _write_model(model, model_dir: Path, experiment_id: str) -> None:
+    import mlflow.artifacts
+
+    _write_yaml(model_dir / META, {
+        "model_id": model.model_id, "experiment_id": experiment_id, "name": model.name,
+        "artifact_location": "", "creation_timestamp": model.creation_timestamp,
+        "last_updated_timestamp": model.last_updated_timestamp, "status": model.status.to_int(),
+        "model_type": model.model_type, "source_run_id": model.source_run_id,
+        "status_message": model.status_message, "lifecycle_stage": "active"})
+    _write_values(model_dir / "params", model.params)
+    _write_values(model_dir / "tags", model.tags)
+    # MLflow 3 links the metrics logged after the model to it too (the run's id on each line)
+    lines: dict[str, str] = {}
+    for m in model.metrics or []:
+        lines[m.key] = lines.get(m.key, "") + f"{m.timestamp} {m.value!r} {m.step} {m.run_id}\n"
+    for key, text in lines.items():
+        _write_file(model_dir / "metrics" / key, text)
+    # the location ends in artifacts/, which the download keeps: model_dir/artifacts/
+    assert model.artifact_location.rstrip("/").endswith("/artifacts"), model.artifact_location
+    mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(model_dir))
+
+
+def _replace_dir(final: Path, fill) -> None:
+    """Fill a new folder beside ``final`` and swap it in: an export that fails leaves the
+    earlier copy, never half of one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        old = final.with_name(f".{final.name}.old")
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_values(folder: Path, values: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, value in values.items():
+        _write_file(folder / key, str(value))
+
+
+def _write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # keys may hold "/" (FileStore's layout too)
+    path.write_text(text)
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    _write_file(path, yaml.safe_dump(data, sort_keys=True))
+
+
+# --- restore: metrics/mlruns/ -> a new SQLite store -----------------------------------
+
+def restore(target_uri: str | None = None, archive: Path | None = None) -> int:
+    """Build the SQLite store ``target_uri`` (default: the project's) from ``archive``;
+    returns the number of runs. The store must not exist yet: MLflow's migration fills
+    only an empty one, and a store's own runs are never overwritten."""
+    archive = archive or archive_dir()
+    uri = target_uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        raise TrackingError(f"restoring builds a SQLite store, not {redact(uri)}; "
+                            f"give one with --to sqlite:///path/to/new.db")
+    db = Path(uri[len("sqlite:///"):])
+    count = len(kept_run_ids(archive))
+    if count == 0:
+        raise TrackingError(f"no runs kept in {archive}; `cnnbench runs export` puts them there")
+    if db.exists():
+        raise TrackingError(f"{db} exists, and runs are restored only into a new store: move it "
+                            f"aside (mv {db} {db}.bak) or restore elsewhere with --to sqlite:///other.db")
+    from mlflow.store.fs2db import migrate
+
+    artifacts = (db.parent / "mlartifacts").resolve()  # where connect() puts a new store's artifacts
+    db.parent.mkdir(parents=True, exist_ok=True)
+    building = db.with_name(f".{db.name}.restoring")
+    building.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        _metadata_for(archive, Path(tmp), artifacts.as_uri())
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # its per-table summary
+                migrate(Path(tmp), f"sqlite:///{building}", progress=False)
+            _leave_wal(building)
+            for src, dst in _artifact_folders(archive, artifacts):
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            os.replace(building, db)
+        finally:
+            building.unlink(missing_ok=True)
+    return count
+
+
+def _leave_wal(db: Path) -> None:
+    """The migration switches the file to write-ahead logging, whose committed rows sit in
+    a -wal file beside it until a checkpoint: fold them in and go back to SQLite's default
+    journal, so that the one file moved into place holds everything."""
+    import gc
+    import sqlite3
+
+    gc.collect()  # the migration's engine, and with it its pooled connections
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+
+
+def restore_if_new(db: Path) -> None:
+    """Seed the project's default store from metrics/mlruns/ when it does not exist yet."""
+    archive = archive_dir()
+    if db.exists() or not kept_run_ids(archive):
+        return
+    count = restore(f"sqlite:///{db}", archive)
+    print(f"MLflow: new store {db} starts with the {count} run(s) kept in {ARCHIVE}/", file=sys.stderr)
+
+
+def _metadata_for(archive: Path, out: Path, artifact_root: str) -> None:
+    """The archive's text files under ``out`` (no artifacts), with the artifact locations a
+    store at ``artifact_root`` gives its experiment, runs and logged models."""
+    for exp_meta in archive.glob(f"[0-9]*/{META}"):
+        exp_dir = exp_meta.parent
+        for path in exp_dir.rglob("*"):
+            rel = path.relative_to(archive)
+            if path.is_file() and "artifacts" not in rel.parts:
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, out / rel)
+        _set_yaml(out / exp_dir.name / META, artifact_location=artifact_root)
+        for run_meta in (out / exp_dir.name).glob(f"*/{META}"):
+            if run_meta.parent.name != "models":
+                _set_yaml(run_meta, artifact_uri=f"{artifact_root}/{run_meta.parent.name}/artifacts")
+        for model_meta in (out / exp_dir.name).glob(f"models/*/{META}"):
+            _set_yaml(model_meta, artifact_location=f"{artifact_root}/models/{model_meta.parent.name}/artifacts")
+
+
+def _artifact_folders(archive: Path, artifact_root: Path):
+    """(archived artifacts, where the restored store looks for them)."""
+    for run_id in kept_run_ids(archive):
+        for src in archive.glob(f"[0-9]*/{run_id}/artifacts"):
+            yield src, artifact_root / run_id / "artifacts"
+    for src in archive.glob("[0-9]*/models/*/artifacts"):
+        yield src, artifact_root / "models" / src.parent.name / "artifacts"
+
+
+def _set_yaml(path: Path, **changes) -> None:
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, sort_keys=True))
