@@ -87,6 +87,7 @@ def test_log_trained_fills_a_run_that_evaluate_then_completes(logged):
     assert tags["logged_after_training"] == "true" and tags["device"] == "cpu"
     assert tags["torch_version"] == torch.__version__ and tags["cuda_version"] == str(torch.version.cuda)
     assert tags["torch_threads"] == "1"
+    assert tags["cpu"] == "unknown"  # the train JSON does not say, and the logger's is not the training's
     assert tags["model"] == NAME and tags["dataset"] == "mnist"
     assert {"summary.md", "curves", "timing"} <= {a.path for a in client.list_artifacts(run_id)}
     for folder in ("curves", "timing"):  # both files are called <model>.csv: neither hides the other

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from cnnbench import tracking
 from conftest import make_project, run
 
 TRAIN_ROWS = 3000
@@ -75,6 +76,7 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
         assert r.data.tags["torch_version"] == torch.__version__
         assert r.data.tags["cuda_version"] == str(torch.version.cuda)
         assert r.data.tags["torch_threads"] == "1"  # the stage ran with OMP_NUM_THREADS=1
+        assert r.data.tags["cpu"] == tracking.cpu_name() and r.data.tags["cpu"].endswith(")")
         assert r.data.params["seed"] == "0"
         history = client.get_metric_history(r.info.run_id, "test_acc")
         assert [m.step for m in history] == [0]

@@ -108,12 +108,25 @@ def _git(*args: str) -> str:
         return ""
 
 
+def cpu_name() -> str:
+    """'AMD EPYC (AVX2)': the processor and the vector instructions torch's kernels use."""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:  # not Linux
+        model = ""
+    import platform
+
+    return f"{model or platform.processor() or 'unknown'} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def run_tags(model_name: str, dataset: str, device: str) -> dict[str, str]:
     tags = {"model": model_name, "dataset": dataset, "device": device,
             "torch_version": torch.__version__,
             "cuda_version": str(torch.version.cuda),
             # CPU results repeat only at the same thread count (it sets the order of sums)
-            "torch_threads": str(torch.get_num_threads()),
+            # and on the same kind of processor (the kernels torch and oneDNN pick)
+            "torch_threads": str(torch.get_num_threads()), "cpu": cpu_name(),
             "git_commit": _git("rev-parse", "HEAD"),
             "git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no")))}
     for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev")):
@@ -128,7 +141,7 @@ def trained_run_tags(model_name: str, dataset: str, train_summary: dict) -> dict
     from its metrics/train/<model>.json ("unknown" where an older one lacks them)."""
     tags = run_tags(model_name, dataset, str(train_summary.get("device", "unknown")))
     tags.update({k: str(train_summary.get(k, "unknown"))
-                 for k in ("torch_version", "cuda_version", "torch_threads")})
+                 for k in ("torch_version", "cuda_version", "torch_threads", "cpu")})
     return {**tags, "logged_after_training": "true"}
 
 
