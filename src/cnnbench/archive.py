@@ -140,9 +140,10 @@ def _write_model(model, model_dir: Path, experiment_id: str) -> None:
         lines[m.key] = lines.get(m.key, "") + f"{m.timestamp} {m.value!r} {m.step} {m.run_id}\n"
     for key, text in lines.items():
         _write_file(model_dir / "metrics" / key, text)
-    # the location ends in artifacts/, which the download keeps: model_dir/artifacts/
-    assert model.artifact_location.rstrip("/").endswith("/artifacts"), model.artifact_location
-    mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(model_dir))
+    # the download keeps the location's last folder name (artifacts/ in MLflow's layout)
+    got = Path(mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(model_dir)))
+    if got != model_dir / "artifacts":
+        got.rename(model_dir / "artifacts")
 
 
 def _replace_dir(final: Path, fill) -> None:
