@@ -39,4 +39,4 @@ def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     assert "cifar10_recovered: accuracy measured on 9,977 of the 10,000" in text
     assert "test_time_aug flip: each test image is also classified mirrored" in text
     assert "Not trained yet:" in text and "mnist_7k" in text
-    assert "1 of 2 are" in text
+    assert "1 of 2 are kept" in text

@@ -85,8 +85,9 @@ def to_markdown(frame: pd.DataFrame, missing: list[str]) -> str:
     if frame["test_time_aug"].astype(bool).any():
         text += ("\ntest_time_aug flip: each test image is also classified mirrored left-right and the "
                  "two softmax outputs are averaged (params.yaml, evaluation:).\n")
-    text += (f"\nmlflow_run_kept: the run is kept in git ({ARCHIVE}/), so `cnnbench runs restore` or any "
-             f"new store brings it back; {(frame['mlflow_run_kept'] == 'yes').sum()} of {len(frame)} are.\n")
+    text += (f"\nmlflow_run_kept: yes where the MLflow run is kept in git ({ARCHIVE}/), so that any new "
+             f"store has it (`cnnbench runs restore`); no where it was lost with the machine that made it. "
+             f"{(frame['mlflow_run_kept'] == 'yes').sum()} of {len(frame)} are kept.\n")
     if missing:
         text += f"\nNot trained yet: {', '.join(missing)}\n"
     return text
