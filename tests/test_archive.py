@@ -10,7 +10,7 @@ import yaml
 
 from cnnbench import archive, tracking
 from cnnbench.models import create_model
-from conftest import REPO
+from conftest import REPO, free_port, rest, start_server, stop_server
 
 
 def log_run(tmp: Path, model: torch.nn.Module, seed: int) -> str:
@@ -91,6 +91,27 @@ def test_restore_brings_back_the_runs_under_their_ids(store, exported, tmp_path)
         loaded = mlflow.pytorch.load_model(new.get_run(ids[0]).data.tags["model_uri"])
     x = torch.randn(1, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
+
+
+def test_a_real_mlflow_server_serves_the_restored_runs(store, exported, tmp_path):
+    """What `make mlflow-ui` shows: the run, its artifacts and its logged model."""
+    import urllib.request
+
+    _, ids, _ = store
+    db = tmp_path / "mlflow.db"
+    archive.restore(f"sqlite:///{db}", exported)
+    port = free_port()
+    server = start_server(db, tmp_path / "mlartifacts", port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert rest(url, f"runs/get?run_id={ids[0]}")["run"]["info"]["status"] == "FINISHED"
+        summary = urllib.request.urlopen(f"{url}/get-artifact?path=summary.md&run_uuid={ids[0]}", timeout=10)
+        assert summary.read() == b"| layer | params |"
+        experiment = next(exported.glob("*/meta.yaml")).parent.name
+        models = rest(url, "logged-models/search", {"experiment_ids": [experiment]})["models"]
+        assert {m["info"]["source_run_id"] for m in models} == set(ids)
+    finally:
+        stop_server(server)
 
 
 def test_restore_never_touches_an_existing_store(exported, tmp_path):

@@ -2,8 +2,6 @@
 model readable through its REST API; an unreachable server stops training early."""
 
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -11,30 +9,7 @@ import urllib.request
 import pytest
 import torch
 
-from conftest import REPO, free_port, run, stage_workdir, venv_env
-
-
-def start_server(db, artifacts, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(artifacts)],
-        env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.3)
-    stop_server(proc)
-    raise AssertionError("mlflow server did not start")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop the server and its workers (a process group of their own)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+from conftest import REPO, free_port, rest, run, stage_workdir, start_server, stop_server, venv_env
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +24,6 @@ def server(tmp_path_factory):
 @pytest.fixture
 def workdir(tmp_path, mnist_dir):
     return stage_workdir(tmp_path, mnist_dir, {"seed001_mnist": {"epochs": 2, "train_limit": 1000}})
-
-
-def rest(url: str, path: str, body: dict | None = None) -> dict:
-    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}",
-                                 data=json.dumps(body).encode() if body else None,
-                                 headers={"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(req, timeout=10).read())
 
 
 def test_runs_and_model_through_a_real_server(server, workdir):
