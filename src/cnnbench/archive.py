@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnbench.tracking import TrackingError, connect, project_root, redact, tracking_uri
+from cnnbench.tracking import TrackingError, artifact_root, connect, project_root, redact, tracking_uri
 
 ARCHIVE = Path("metrics") / "mlruns"
 META = "meta.yaml"
@@ -197,7 +197,7 @@ def restore(target_uri: str | None = None, archive: Path | None = None) -> int:
                             f"aside (mv {db} {db}.bak) or restore elsewhere with --to sqlite:///other.db")
     from mlflow.store.fs2db import migrate
 
-    artifacts = (db.parent / "mlartifacts").resolve()  # where connect() puts a new store's artifacts
+    artifacts = artifact_root(db)
     db.parent.mkdir(parents=True, exist_ok=True)
     building = db.with_name(f".{db.name}.restoring")
     building.unlink(missing_ok=True)

@@ -54,6 +54,13 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+def artifact_root(db: Path) -> Path:
+    """Where a SQLite store's runs keep their artifacts: beside the database, not in the
+    working directory (a temp copy under dvc exp). New experiments and restored runs both
+    use it."""
+    return (db.parent / "mlartifacts").resolve()
+
+
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
@@ -169,9 +176,7 @@ def connect():
 
             restore_if_new(db)  # a fresh clone's store starts with the runs kept in git
         if mlflow.get_experiment_by_name(name) is None:
-            # artifacts beside the database, not in the working directory (a temp copy
-            # under dvc exp)
-            mlflow.create_experiment(name, artifact_location=db and (db.parent / "mlartifacts").as_uri())
+            mlflow.create_experiment(name, artifact_location=db and artifact_root(db).as_uri())
         mlflow.set_experiment(name)
     return mlflow
 
