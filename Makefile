@@ -36,7 +36,7 @@ bench: install  ## trainer vs plain PyTorch loop, images/s (see benchmarks/throu
 	python benchmarks/throughput.py --trials 3 --out $(BENCH_OUT)
 
 mlflow-ui: install  ## browse runs at http://127.0.0.1:5000 (a new store starts with the runs kept in metrics/mlruns/)
-	test -e mlflow.db || cnnbench runs restore
+	test -s mlflow.db || cnnbench runs restore  # -s: an empty file holds no runs
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

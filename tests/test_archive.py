@@ -148,10 +148,14 @@ def test_export_again_replaces_the_copy_and_keeps_one_experiment(store, exported
     assert not [p for p in exported.rglob(".*")]  # no folder left from the swap
 
 
-def test_a_new_default_store_starts_with_the_kept_runs(exported, tmp_path, monkeypatch, store):
-    """A fresh clone: no mlflow.db yet; the first connect() restores metrics/mlruns/."""
+@pytest.mark.parametrize("empty_file", [False, True], ids=["no store", "0-byte store"])
+def test_a_new_default_store_starts_with_the_kept_runs(exported, tmp_path, monkeypatch, store, empty_file):
+    """A fresh clone: no mlflow.db yet, or an empty one (left by `touch` or a copy cut
+    short, which holds no runs); the first connect() restores metrics/mlruns/."""
     project = tmp_path / "clone"
     (project / "metrics").mkdir(parents=True)
+    if empty_file:
+        (project / "mlflow.db").touch()
     exported.rename(project / archive.ARCHIVE)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.setenv("DVC_ROOT", str(project))

@@ -192,7 +192,7 @@ def restore(target_uri: str | None = None, archive: Path | None = None) -> int:
     count = len(kept_run_ids(archive))
     if count == 0:
         raise TrackingError(f"no runs kept in {archive}; `cnnbench runs export` puts them there")
-    if db.exists():
+    if _holds_anything(db):
         raise TrackingError(f"{db} exists, and runs are restored only into a new store: move it "
                             f"aside (mv {db} {db}.bak) or restore elsewhere with --to sqlite:///other.db")
     from mlflow.store.fs2db import migrate
@@ -215,6 +215,12 @@ def restore(target_uri: str | None = None, archive: Path | None = None) -> int:
     return count
 
 
+def _holds_anything(db: Path) -> bool:
+    """Whether a store file has content: an empty one (what `touch` or an interrupted copy
+    leaves) has no runs to keep, and restoring replaces it."""
+    return db.exists() and db.stat().st_size > 0
+
+
 def _leave_wal(db: Path) -> None:
     """The migration switches the file to write-ahead logging, whose committed rows sit in
     a -wal file beside it until a checkpoint: fold them in and go back to SQLite's default
@@ -231,7 +237,7 @@ def _leave_wal(db: Path) -> None:
 def restore_if_new(db: Path) -> None:
     """Seed the project's default store from metrics/mlruns/ when it does not exist yet."""
     archive = archive_dir()
-    if db.exists() or not kept_run_ids(archive):
+    if _holds_anything(db) or not kept_run_ids(archive):
         return
     count = restore(f"sqlite:///{db}", archive)
     print(f"MLflow: new store {db} starts with the {count} run(s) kept in {ARCHIVE}/", file=sys.stderr)
