@@ -2,6 +2,7 @@
 SQLite store, exported to MLflow's FileStore layout, and restored into a new store with
 its id, params, tags, per-epoch history, artifacts and a model that loads back."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,14 @@ def test_restore_never_touches_an_existing_store(exported, tmp_path):
     with pytest.raises(tracking.TrackingError, match="SQLite store"):
         archive.restore("http://127.0.0.1:5000", exported)
 
+
+def test_export_draws_no_progress_bar_per_artifact(store, tmp_path, monkeypatch, capsys):
+    uri, ids, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    archive.export_runs(ids, tmp_path / "mlruns")
+    assert "Downloading artifacts" not in capsys.readouterr().err
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # the user's setting, untouched
 
 def test_a_missing_run_is_named_and_nothing_is_written(store, tmp_path, monkeypatch):
     uri, ids, _ = store

@@ -78,19 +78,40 @@ def export_runs(run_ids: list[str], archive: Path | None = None,
     if missing and not skip_missing:
         raise TrackingError(f"run(s) {', '.join(missing)} not in the tracking store "
                             f"{redact(tracking_uri())}; `cnnbench seeds <model>` lists the runs it has")
-    for run in runs:
-        experiment = client.get_experiment(run.info.experiment_id)
-        exp_dir = archive / _experiment_folder(archive, experiment.name, experiment.experiment_id)
-        _write_yaml(exp_dir / META, {"experiment_id": exp_dir.name, "name": experiment.name,
-                                     "artifact_location": "", "lifecycle_stage": "active",
-                                     "creation_time": experiment.creation_time,
-                                     "last_update_time": experiment.last_update_time})
-        _replace_dir(exp_dir / run.info.run_id, lambda tmp, run=run: _write_run(client, run, tmp, exp_dir.name))
-        for output in run.outputs.model_outputs if run.outputs else []:
-            model = client.get_logged_model(output.model_id)
-            _replace_dir(exp_dir / "models" / model.model_id,
-                         lambda tmp, model=model: _write_model(model, tmp, exp_dir.name))
+    with _no_download_bars():
+        for run in runs:
+            _export_run(client, run, archive)
     return [run.info.run_id for run in runs], missing
+
+
+def _export_run(client, run, archive: Path) -> None:
+    experiment = client.get_experiment(run.info.experiment_id)
+    exp_dir = archive / _experiment_folder(archive, experiment.name, experiment.experiment_id)
+    _write_yaml(exp_dir / META, {"experiment_id": exp_dir.name, "name": experiment.name,
+                                 "artifact_location": "", "lifecycle_stage": "active",
+                                 "creation_time": experiment.creation_time,
+                                 "last_update_time": experiment.last_update_time})
+    _replace_dir(exp_dir / run.info.run_id, lambda tmp: _write_run(client, run, tmp, exp_dir.name))
+    for output in run.outputs.model_outputs if run.outputs else []:
+        model = client.get_logged_model(output.model_id)
+        _replace_dir(exp_dir / "models" / model.model_id,
+                     lambda tmp, model=model: _write_model(model, tmp, exp_dir.name))
+
+
+@contextlib.contextmanager
+def _no_download_bars():
+    """MLflow draws a progress bar for every artifact download: a screenful of bars for
+    copies that take milliseconds, where the export prints one summary line. A user's
+    own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR still wins."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        del os.environ[key]
 
 
 def _experiment_folder(archive: Path, name: str, source_id: str) -> str:
