@@ -135,6 +135,7 @@ def test_export_draws_no_progress_bar_per_artifact(store, tmp_path, monkeypatch,
     assert "Downloading artifacts" not in capsys.readouterr().err
     assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # the user's setting, untouched
 
+
 def test_a_missing_run_is_named_and_nothing_is_written(store, tmp_path, monkeypatch):
     uri, ids, _ = store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
