@@ -1,8 +1,12 @@
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
+import cnnbench.models
 from cnnbench.data import DATASETS
-from cnnbench.models import create_model, list_models, model_dataset
+from cnnbench.models import SHARED_MODULES, create_model, list_models, model_dataset
 from cnnbench.summary import count_params
 
 # (trainable parameters, Keras "Total params") from the seeds' own summaries
@@ -96,3 +100,24 @@ def test_dropout_drops_p_and_scales_the_rest_like_torchs(p):
     a = Dropout(p).train()(x)
     torch.manual_seed(1)
     assert torch.equal(a, Dropout(p).train()(x))  # reproducible from the seed
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_each_architecture_lives_in_the_module_named_after_it(name):
+    """train@<model> in dvc.yaml depends on src/cnnbench/models/<arch>.py: that file must
+    hold the architecture, or an edit to it would not rerun the model."""
+    assert create_model.__globals__["_REGISTRY"][name].__module__ == f"cnnbench.models.{name}"
+
+
+def test_architecture_modules_import_no_other_architecture():
+    """An architecture that imported another's module would change with it unseen by DVC;
+    what they share lives in the shared modules, which every train stage depends on."""
+    allowed = {"cnnbench.models", *(f"cnnbench.models.{m}" for m in SHARED_MODULES)}
+    modules = [p for p in Path(cnnbench.models.__file__).parent.glob("*.py")
+               if p.stem not in ("__init__", *SHARED_MODULES)]
+    assert len(modules) == len(list_models())
+    for path in modules:
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert {m for m in imported if m.startswith("cnnbench")} <= allowed, path.name

@@ -142,6 +142,33 @@ def test_a_fresh_clone_gets_back_the_runs_kept_in_git(project, tmp_path):
     assert again.returncode == 2 and "exists, and runs are restored only into a new store" in again.stderr
 
 
+def test_a_new_or_edited_architecture_leaves_the_other_models_up_to_date(project, tmp_path):
+    """train@<model> depends on its own architecture's file and the shared ones, not on
+    the folder: adding an architecture reruns nothing, editing one reruns its model only."""
+    import shutil
+
+    root, env, _, _ = project
+    work = tmp_path / "work"  # a copy, so that the module's project stays as it was
+    shutil.copytree(root, work, symlinks=True)
+    models = work / "src" / "cnnbench" / "models"
+
+    def stale() -> set[str]:
+        return set(json.loads(run(["dvc", "status", "--json"], work, env).stdout))
+
+    assert stale() == set()
+    (models / "mnist_linear.py").write_text(
+        "from torch import nn\n\nfrom cnnbench.models import register\n\n\n"
+        "@register('mnist_linear', dataset='mnist')\n"
+        "def mnist_linear(num_classes: int = 10) -> nn.Module:\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
+    assert stale() == set()
+    seed002 = models / "seed002_mnist.py"
+    seed002.write_text(seed002.read_text() + "# an edit\n")
+    assert stale() == {"train@seed002_mnist"}
+    (models / "layers.py").write_text((models / "layers.py").read_text() + "# an edit\n")
+    assert stale() == {"train@seed001_mnist", "train@seed002_mnist"}
+
+
 def test_branch_with_one_changed_param_diffs_exactly_that_model(project):
     root, env, git, _ = project
     git("checkout", "-q", "-b", "other-seed")

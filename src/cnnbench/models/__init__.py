@@ -1,10 +1,26 @@
 """Model registry: ``register``, ``create_model``, ``list_models``.
 
+One module per architecture, named as it is registered (``seed001_mnist.py`` registers
+``seed001_mnist``), so that train@<model> in dvc.yaml depends on its own architecture's
+file and the shared ``layers.py`` and ``keras.py``, not on every other model's: adding or
+editing one architecture leaves the others' stages up to date. An architecture module
+imports only from those two and this package (tests/test_models.py checks both rules).
+
+The seeds' seven architectures (``cifar_base``, ``seed*``) are rebuilt exactly from
+../shared/seeds/: same layers, shapes and parameter counts as their Keras summaries.
+Keras counts BatchNorm moving mean/variance in "Total params"; in PyTorch they are
+buffers, so each docstring gives both: trainable and Keras total. Unstated details are
+chosen as the seed implies and noted where they are chosen. The others are cnnbench's
+own, each beating the seeds on the seeds' own budget, which its params.yaml entry states
+so that the leaderboard gives PASS or FAIL from the numbers.
+
 Architectures register themselves on import; importing this package imports them all.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 from torch import nn
@@ -47,4 +63,13 @@ def _check_known(name: str) -> None:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
 
 
-from cnnbench.models import ours, seeds  # noqa: E402,F401  (registers the architectures)
+SHARED_MODULES = ("layers", "keras")  # every other module here is one architecture
+
+
+def _import_architectures() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in SHARED_MODULES:
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_architectures()

@@ -55,3 +55,28 @@ def conv_relu_bn(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0
     if dropout:
         layers.append(Dropout(dropout))
     return layers
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0) -> list[nn.Module]:
+    """conv -> BN -> ReLU, the order of cnnbench's own nets; no bias: the BatchNorm has one."""
+    return [nn.Conv2d(in_ch, out_ch, kernel_size, padding=padding, bias=False),
+            nn.BatchNorm2d(out_ch), nn.ReLU()]
+
+
+def head(*layers: nn.Module) -> list[nn.Module]:
+    """Logits come out flattened; softmax lives in the loss, not the model."""
+    return [*layers, nn.Flatten()]
+
+
+def sep_trunk(first_padding: int, dropout: float) -> list[nn.Module]:
+    """The trunk seeds 000 and 001 share: separable 48, 48, pool; 96, 96, pool; 192, 192,
+    pool (each sep + BN + ReLU, the second of each pair 'valid', dropout after each pool)."""
+    layers: list[nn.Module] = []
+    ch = 3
+    for i, width in enumerate((48, 96, 192)):
+        pad_first = first_padding if i == 0 else 1
+        layers += [SeparableConv2d(ch, width, 3, padding=pad_first), nn.BatchNorm2d(width), nn.ReLU(),
+                   SeparableConv2d(width, width, 3, padding=0), nn.BatchNorm2d(width), nn.ReLU(),
+                   nn.MaxPool2d(2), Dropout(dropout)]
+        ch = width
+    return layers
