@@ -64,7 +64,7 @@ def test_parallel_queued_experiments_share_the_sqlite_store(tmp_path, datasets_d
     run(["dvc", "repro", "download@mnist"], root, env)
     git("add", "-A")
     git("commit", "-qm", "data")
-    seeds_py = root / "src" / "cnnbench" / "models" / "seeds.py"
+    seeds_py = root / "src" / "cnnbench" / "models" / "seed001_mnist.py"
     original = seeds_py.read_text()
     assert FINAL_BN in original, "seed001_mnist changed: pick another edit for this test"
     # without seed001_mnist's last BatchNorm: 20 parameters fewer
