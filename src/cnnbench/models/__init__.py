@@ -11,10 +11,11 @@ The seeds' seven architectures (``cifar_base``, ``seed*``) are rebuilt exactly f
 Keras counts BatchNorm moving mean/variance in "Total params"; in PyTorch they are
 buffers, so each docstring gives both: trainable and Keras total. Unstated details are
 chosen as the seed implies and noted where they are chosen. The others are cnnbench's
-own, each beating the seeds on the seeds' own budget, which its params.yaml entry states
-so that the leaderboard gives PASS or FAIL from the numbers.
+own, each beating the seeds on the seeds' budget or a tighter one, which its params.yaml
+entry states so that the leaderboard gives PASS or FAIL from the numbers.
 
-Architectures register themselves on import; importing this package imports them all.
+Architectures register themselves on import; importing this package imports them all, so
+a module that fails to import fails every stage, whichever model it runs.
 """
 
 from __future__ import annotations

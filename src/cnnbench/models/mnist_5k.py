@@ -19,7 +19,7 @@ def mnist_5k(num_classes: int = 10) -> nn.Module:
     mnist_7k's.
 
     Why 12: the three 3x3 convolutions after the pool hold most of the parameters (width
-    squared times 9), so 16 -> 12 takes 2,696 of mnist_7k's 7,442 away while keeping its
+    times width times 9), so 16 -> 12 takes 2,696 of mnist_7k's 7,442 away while keeping its
     depth and receptive field. With mnist_7k's recipe (params.yaml) a probe of seed 0
     (train() called directly, tracking off, one CPU thread) ended at 99.48% after 15
     epochs; the pipeline's runs are in the README.
