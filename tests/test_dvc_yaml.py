@@ -25,3 +25,13 @@ def test_everything_under_metrics_is_kept_out_of_the_cache():
                     assert opts.get("cache") is False, f"{name}: {path} must have cache: false"
                 else:
                     assert path.startswith(("data/", "models/")), path
+
+
+def test_train_depends_on_every_shared_model_module():
+    # A shared module left out of train's deps would let an edit to it change every
+    # model without dvc noticing; one listed but not shared would rerun all for nothing.
+    from cnnbench.models import SHARED_MODULES
+
+    deps = set(DVC["stages"]["train"]["do"]["deps"])
+    listed = {d.rsplit("/", 1)[1][:-3] for d in deps if d.startswith("src/cnnbench/models/")}
+    assert listed == {*SHARED_MODULES, "__init__", "${item.arch}"}
