@@ -147,6 +147,16 @@ def test_a_missing_run_is_named_and_nothing_is_written(store, tmp_path, monkeypa
         [ids[0]], ["0123456789abcdef0123456789abcdef"])
 
 
+def test_export_takes_the_short_ids_the_tables_print(store, tmp_path, monkeypatch):
+    uri, ids, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "mlruns"
+    assert archive.export_runs([ids[1][:8]], out) == ([ids[1]], [])
+    assert archive.kept_run_ids(out) == {ids[1]}
+    with pytest.raises(tracking.TrackingError, match="0 runs .* starting with 'zzzzzzzz'; give more of the id"):
+        archive.export_runs(["zzzzzzzz"], out)
+
+
 def test_export_again_replaces_the_copy_and_keeps_one_experiment(store, exported, monkeypatch):
     uri, ids, _ = store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

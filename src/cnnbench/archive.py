@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from cnnbench.tracking import TrackingError, artifact_root, connect, project_root, redact, tracking_uri
+from cnnbench.tracking import (TrackingError, artifact_root, connect, full_run_id, project_root, redact,
+                               tracking_uri)
 
 ARCHIVE = Path("metrics") / "mlruns"
 META = "meta.yaml"
@@ -60,8 +61,9 @@ def kept_run_ids(archive: Path) -> set[str]:
 
 def export_runs(run_ids: list[str], archive: Path | None = None,
                 skip_missing: bool = False) -> tuple[list[str], list[str]]:
-    """Copy ``run_ids`` from the tracking store into ``archive``, replacing earlier copies;
-    returns (exported, missing). Every run is looked up before anything is written: one
+    """Copy ``run_ids`` (full ids, or the 8-character ones the tables print) from the
+    tracking store into ``archive``, replacing earlier copies; returns (the full ids
+    exported, those missing). Every run is looked up before anything is written: one
     missing is an error naming it, unless ``skip_missing``."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -72,7 +74,7 @@ def export_runs(run_ids: list[str], archive: Path | None = None,
     runs, missing = [], []
     for run_id in run_ids:
         try:
-            runs.append(client.get_run(run_id))
+            runs.append(client.get_run(full_run_id(run_id)))
         except MlflowException:
             missing.append(run_id)
     if missing and not skip_missing:

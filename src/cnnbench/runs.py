@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cnnbench.files import write_csv
-from cnnbench.tracking import EXPERIMENT, TrackingError, connect, redact, tracking_uri
+from cnnbench.tracking import EXPERIMENT, TrackingError, connect, full_run_id, redact, tracking_uri
 from cnnbench.train import CURVE_COLUMNS
 
 RUN_COLUMNS = ["recipe", "run_id", "seed", "epochs", "test_acc", "test_acc_single_pass",
@@ -90,7 +90,7 @@ def run_curves(run_id: str) -> pd.DataFrame:
 
     connect()
     client = MlflowClient()
-    run_id = _full_run_id(run_id)
+    run_id = full_run_id(run_id)
     columns = {}
     for key in CURVE_COLUMNS[1:]:
         history = client.get_metric_history(run_id, key)
@@ -99,18 +99,6 @@ def run_curves(run_id: str) -> pd.DataFrame:
     if curves.empty:
         raise TrackingError(f"run {run_id} has no per-epoch metrics")
     return curves[CURVE_COLUMNS]
-
-
-def _full_run_id(prefix: str) -> str:
-    """Accept the 8-character ids the tables show."""
-    if len(prefix) == 32:
-        return prefix
-    import mlflow
-
-    ids = [r for r in mlflow.search_runs(search_all_experiments=True).get("run_id", []) if r.startswith(prefix)]
-    if len(ids) != 1:
-        raise TrackingError(f"{len(ids)} runs in {redact(tracking_uri())} start with {prefix!r}; give more of the id")
-    return ids[0]
 
 
 def write_curves(run_id: str, path: Path) -> int:

@@ -181,6 +181,20 @@ def connect():
     return mlflow
 
 
+def full_run_id(run_id: str) -> str:
+    """The run a short id names (the tables print 8 characters): the one run in the
+    store whose id starts with it. A full 32-character id is taken as it is."""
+    if len(run_id) == 32:
+        return run_id
+    import mlflow
+
+    ids = [r for r in mlflow.search_runs(search_all_experiments=True).get("run_id", []) if r.startswith(run_id)]
+    if len(ids) != 1:
+        raise TrackingError(f"{len(ids)} runs in {redact(tracking_uri())} have an id starting with "
+                            f"{run_id!r}; give more of the id (`cnnbench seeds <model>` lists them)")
+    return ids[0]
+
+
 @contextmanager
 def _exclusive(db: Path | None):
     """Hold a lock beside a SQLite store while it is set up: MLflow creates a new store's
