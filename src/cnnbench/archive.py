@@ -12,6 +12,9 @@ a fresh clone, or a reset workspace, has the leaderboard's run ids and no runs. 
   migration (what ``mlflow migrate-filestore`` runs), run ids unchanged, and copies the
   artifacts beside it where the store's own runs keep theirs. ``tracking.connect`` does
   this by itself when the project's default store does not exist yet.
+- ``park`` keeps an unfinished training the same way: its run so far goes into the
+  folder, and its resume state (models/.resume/<model>.pt) is committed beside it, so that
+  a clone on another machine continues the training, in the same run, where it stopped.
 
 The folder's artifact locations are left empty: they are machine paths, written at
 restore time for the store being built.
@@ -35,6 +38,8 @@ from cnnbench.tracking import (TrackingError, artifact_root, connect, full_run_i
 
 ARCHIVE = Path("metrics") / "mlruns"
 META = "meta.yaml"
+# where the train stage saves its state after every epoch (stages/train.py)
+RESUME_DIR = Path("models") / ".resume"
 
 
 def archive_dir() -> Path:
@@ -198,6 +203,27 @@ def _write_file(path: Path, text: str) -> None:
 
 def _write_yaml(path: Path, data: dict) -> None:
     _write_file(path, yaml.safe_dump(data, sort_keys=True))
+
+
+# --- park: an unfinished training, to continue on another machine --------------------
+
+def park(model: str) -> tuple[Path, int, str | None]:
+    """Export the MLflow run of ``model``'s unfinished training into the archive; returns
+    (its resume state, to commit beside the archive; the epochs it holds; the run id, None
+    where it trained with tracking off). The training may still be running: its state is
+    replaced whole after every epoch, and the run is exported first, so the state committed
+    after it holds at least the run's epochs (a resumed run logs the ones it lacks)."""
+    import torch
+
+    state_path = RESUME_DIR / f"{model}.pt"
+    if not (project_root() / state_path).is_file():
+        raise TrackingError(f"{model} has no unfinished training here ({state_path} does not exist): "
+                            f"it is saved after every epoch of `dvc repro train@{model}` until the end")
+    state = torch.load(project_root() / state_path, weights_only=True)
+    run_id = state["extra"].get("mlflow_run_id")
+    if run_id:
+        export_runs([run_id])
+    return state_path, len(state["curves"]), run_id
 
 
 # --- restore: metrics/mlruns/ -> a new SQLite store -----------------------------------

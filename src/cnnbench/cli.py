@@ -1,5 +1,5 @@
 """The ``cnnbench`` command: ``cnnbench summary <arch>``, ``cnnbench models``,
-``cnnbench seeds <model>`` and ``cnnbench runs export|restore``."""
+``cnnbench seeds <model>`` and ``cnnbench runs export|restore|park``."""
 
 from __future__ import annotations
 
@@ -65,10 +65,19 @@ def _seeds(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from cnnbench.archive import ARCHIVE, export_runs, leaderboard_runs, restore
+    from cnnbench.archive import ARCHIVE, export_runs, leaderboard_runs, park, restore
     from cnnbench.tracking import TrackingError, project_root, redact, tracking_uri
 
     try:
+        if args.action == "park":
+            state, epochs, run_id = park(args.model)
+            kept = f"; its MLflow run {run_id[:8]} so far is in {ARCHIVE}/" if run_id else " (tracking was off)"
+            print(f"{args.model}: {epochs} epoch(s) done{kept}. Commit the state beside it, and "
+                  f"`dvc repro train@{args.model}` in any clone continues from there, in the same run:\n"
+                  f"  git add -f {state} {ARCHIVE} && git commit -m 'park {args.model} after {epochs} epochs'\n"
+                  f"(-f: models/ is git-ignored. Leave metrics/curves/ and metrics/timing/ out: they "
+                  f"hold the unfinished epochs; the state has them too.)")
+            return 0
         if args.action == "restore":
             count = restore(args.to)
             print(f"{redact(args.to or tracking_uri())}: {count} run(s) restored from {ARCHIVE}/")
@@ -101,13 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curves", type=Path, metavar="DIR",
                    help="also write each run's per-epoch metrics to DIR/<model>-seed<N>-<run>.csv")
     p.set_defaults(func=_seeds)
-    p = sub.add_parser("runs", help="MLflow runs kept in git (metrics/mlruns/): export, restore")
+    p = sub.add_parser("runs", help="MLflow runs kept in git (metrics/mlruns/): export, restore, park")
     actions = p.add_subparsers(dest="action", required=True)
     e = actions.add_parser("export", help="copy runs from the tracking store into metrics/mlruns/ "
                                           "(default: the runs metrics/train/ names)")
     e.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     r = actions.add_parser("restore", help="build a new SQLite store from metrics/mlruns/")
     r.add_argument("--to", metavar="URI", help="sqlite:///path/to/new.db (default: the project's store)")
+    k = actions.add_parser("park", help="keep an unfinished training in git, to continue it on another "
+                                        "machine: its MLflow run goes into metrics/mlruns/")
+    k.add_argument("model")
     p.set_defaults(func=_runs)
     args = parser.parse_args(argv)
     try:

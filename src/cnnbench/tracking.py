@@ -321,6 +321,8 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
         yield None
         return
     mlflow = connect()
+    if run_id:
+        _require_run(run_id, model_name)
     run = ModelRun(mlflow.start_run(run_id=run_id, run_name=None if run_id else model_name),
                    retry_seconds=float(os.environ.get("CNNBENCH_TRACKING_RETRY_S", "120")))
     if params:
@@ -344,6 +346,22 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _require_run(run_id: str, model_name: str) -> None:
+    """A run to reopen must be in the store: a resume state or checkpoint carried to
+    another machine without its run names one that store never had."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise TrackingError(
+            f"MLflow run {run_id} of {model_name} is not in {redact(tracking_uri())}. A run kept in "
+            f"git (metrics/mlruns/, e.g. by `cnnbench runs park {model_name}`) comes back with "
+            f"`cnnbench runs restore` into a new store; an unfinished training whose run is lost "
+            f"starts over in a new run once models/.resume/{model_name}.pt is deleted") from None
 
 
 class Terminated(BaseException):
