@@ -94,6 +94,7 @@ def test_parallel_queued_experiments_share_the_sqlite_store(tmp_path, datasets_d
     assert by_exp["seed-one"].data.metrics["final_test_acc"] != by_exp["seed-two"].data.metrics["final_test_acc"]
     # and each ran the code it was queued with (in its copy under .dvc/tmp/exps), not the
     # workspace's, which has the BatchNorm back (13,582 parameters)
-    params = {name: json.loads(git("show", f"{exp_ref(root, env, name)}:metrics/eval/seed001_mnist.json").stdout)["params"]
-              for name in NAMES}
+    evals = {name: git("show", f"{exp_ref(root, env, name)}:metrics/eval/seed001_mnist.json").stdout
+             for name in NAMES}
+    params = {name: json.loads(text)["params"] for name, text in evals.items()}
     assert params == {"seed-one": 13562, "seed-two": 13562}

@@ -4,7 +4,6 @@ model readable through its REST API; an unreachable server stops training early.
 import json
 import subprocess
 import time
-import urllib.request
 
 import pytest
 import torch

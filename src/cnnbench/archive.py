@@ -33,8 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnbench.tracking import (TrackingError, artifact_root, connect, full_run_id, project_root, redact,
-                               tracking_uri)
+from cnnbench.tracking import TrackingError, artifact_root, connect, full_run_id, project_root, redact, tracking_uri
 
 ARCHIVE = Path("metrics") / "mlruns"
 META = "meta.yaml"
