@@ -27,7 +27,7 @@ def seed004_sep(num_classes: int = 10, dropout: float = 0.1) -> nn.Module:
     all ten separable layers while training, off while testing.)
 
     Reproduced as a failure, not to its figure: the pipeline's run (recovered CIFAR-10, seed
-    0, MLflow a65f5096) ends at 67.31%, 3.48 pp above the seed's 63.83%, far below the 84%
+    0, MLflow be32c69d) ends at 67.31%, 3.48 pp above the seed's 63.83%, far below the 84%
     target, and still rising (last five epochs 66.27%, sd 0.71 pp). The seed's own last five
     epochs swing from 57.5% to 64.3% (mean 61.47%, sd 3.15 pp), so its final figure is one
     noisy draw. From epoch 12 to 50 ours trains 10.6-11.7 pp higher than its log (70.2%
