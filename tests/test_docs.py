@@ -18,11 +18,10 @@ def test_every_mlflow_ui_or_server_command_binds_to_localhost():
 
 def test_every_file_the_docs_cite_exists():
     # the results rest on files the docs name (figures, benchmark outputs, code): a renamed
-    # or deleted one leaves a claim without its evidence; `dir/name.{csv,md}` is skipped,
-    # and a path right after `git checkout <commit> && python` names a file of that commit
+    # or deleted one leaves a claim without its evidence; `dir/name.{csv,md}` is skipped
     cited = re.compile(r"(?<![\w/.])(?:benchmarks|docs|metrics|src|stages|tests)/[\w./-]*+(?!\{)")
-    missing = [(path.name, match.group(0).rstrip("."))
-               for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-               for match in cited.finditer(re.sub(r"git checkout \w+ && python \S+", "", path.read_text()))
-               if not (REPO / match.group(0).rstrip(".")).exists()]
+    missing = [(doc.name, path)
+               for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+               for path in (match.group(0).rstrip(".") for match in cited.finditer(doc.read_text()))
+               if not (REPO / path).exists()]
     assert not missing, missing

@@ -1,4 +1,4 @@
-"""benchmarks/first_epochs.py: short probe trainings on real MNIST, as the README cites them."""
+"""benchmarks/first_epochs.py: short probe trainings on real MNIST, as docs/results.md cites them."""
 
 import json
 

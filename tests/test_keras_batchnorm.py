@@ -1,5 +1,5 @@
 """keras_defaults' BatchNorm keeps its running statistics debiased, as Keras on
-TensorFlow does (zero_debias): what seed 003's early epochs need (README, "seed003_sep")."""
+TensorFlow does (zero_debias): what seed 003's early epochs need (docs/results.md, "seed003_sep")."""
 
 import pytest
 import torch
