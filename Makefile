@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # stage commands call `python`, `dvc` and `mlflow`: make them the venv's
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test bench mlflow-ui clean cifar10-recovered
+.PHONY: install run test lint bench mlflow-ui clean cifar10-recovered
 # the offline stand-ins for the downloads (../shared/datasets/README.md)
 SHARED_DATASETS ?= $(CURDIR)/../shared/datasets
 RECOVERED := data/external/cifar10-recovered.npz
@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 run: install  ## the main job: rerun whatever changed in the pipeline
 	dvc repro
 
-test: install  ## the whole test suite (CPU, real data)
+test: lint  ## lint, then the whole test suite (CPU, real data)
 	python -m pytest
+
+lint: install  ## ruff, with the rules in pyproject.toml (seconds)
+	ruff check .
 
 cifar10-recovered: $(RECOVERED)  ## join the recovered CIFAR-10 shards (datasets.cifar10_recovered)
 
