@@ -21,7 +21,7 @@ def seed003_sep(num_classes: int = 10) -> nn.Module:
     within 1.3 pp from epoch 5 on, where Adam's default 0.001 trains 2.8-5.9 pp lower. The
     seed's last two epochs follow a learning-rate drop (Keras's ReduceLROnPlateau, read
     off its log) that lifts it from 78.7% to 82.4%; params.yaml gives ours the same
-    schedule (patience 5), which fires after epoch 48 as the seed's did (README, "seed003_sep").
+    schedule (patience 5), which fires after epoch 48 as the seed's did (docs/results.md, "seed003_sep").
     """
 
     def block(in_ch: int, out_ch: int) -> list[nn.Module]:
