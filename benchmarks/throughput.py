@@ -118,9 +118,10 @@ def run_reference(arch: str, dataset: str, batch: int, images: int, device: str,
     return {"images_per_s": round(images / (time.perf_counter() - start), 1), **peak_memory()}
 
 
-def trial(side: str, args: list[str]) -> dict:
+def trial(side: str, args: list[str], env: dict[str, str] | None = None) -> dict:
+    """One timed epoch in a fresh process (``env``: its whole environment, default ours)."""
     out = subprocess.run([sys.executable, __file__, "--child", side, *args], check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -1,8 +1,12 @@
-"""The fast path (channels_last, bf16 autocast, fused optimizers, cuDNN autotuning) and
-the Keras-compatible defaults: both change how a model runs, neither may change what it
-computes beyond the precision it asks for."""
+"""The fast path (channels_last, bf16 autocast, fused optimizers, cuDNN autotuning, glibc's
+heap on the CPU) and the Keras-compatible defaults: both change how a model runs, neither
+may change what it computes beyond the precision it asks for."""
 
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -118,3 +122,47 @@ def test_keras_checkpoint_loads_with_its_batchnorm_epsilon(mnist_dir, tmp_path):
     x, _ = real_batch(mnist_dir, 16)
     assert torch.equal(model(x), result.model.cpu().eval()(x))  # trained on the GPU where there is one
     assert build_model(cfg, 10)[2].eps == 1e-3
+
+
+# In a fresh process: glibc's mallinfo2() counts the bytes it holds in mmapped blocks
+# (hblkhd), which a 64 MiB tensor adds to by default and must not once the CPU fast path
+# is prepared. It prints the growth before and after.
+HEAP_PROBE = """
+import ctypes, torch
+from torch import nn
+from cnnbench.train import Accel
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+
+def mmapped_growth():
+    before = libc.mallinfo2().hblkhd
+    x = torch.ones(2**24)  # 64 MiB
+    growth = libc.mallinfo2().hblkhd - before
+    del x
+    return growth
+
+first = mmapped_growth()
+Accel(torch.device("cpu")).prepare(nn.Linear(2, 2))
+print(first, mmapped_growth())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's allocator's")
+@pytest.mark.parametrize("switch", [None, "off"], ids=["default", "CNNBENCH_GLIBC_HEAP=off"])
+def test_cpu_fast_path_keeps_large_tensors_off_mmap(switch):
+    env = {k: v for k, v in os.environ.items() if k != "CNNBENCH_GLIBC_HEAP"}
+    if switch:
+        env["CNNBENCH_GLIBC_HEAP"] = switch
+    out = subprocess.run([sys.executable, "-c", HEAP_PROBE], check=True, capture_output=True,
+                         text=True, env=env)
+    before, after = map(int, out.stdout.split())
+    assert before >= 2**26  # glibc's default: the tensor had a mapping of its own
+    if switch == "off":
+        assert after >= 2**26  # glibc left as it was
+    else:
+        assert after == 0  # prepared: it came from the heap
