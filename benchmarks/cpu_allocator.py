@@ -31,9 +31,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
-from throughput import trial
+from throughput import print_table, trial
 
 # CNNBENCH_GLIBC_HEAP=off: train() leaves glibc's allocator as the environment sets it
 # (by default it keeps large tensors on the heap itself, which "glibc heap" does here)
@@ -90,10 +89,7 @@ def main() -> None:
               f"device: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
               f"{torch.get_num_threads()} threads; torch {torch.__version__}, python {platform.python_version()}; "
               f"glibc {platform.libc_ver()[1]}; {args.trials} alternating trials per setting, medians\n\n")
-    table = header + pd.DataFrame(rows).to_markdown(index=False) + "\n"
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table)
+    print_table(header, rows, args.out)
 
 
 if __name__ == "__main__":

@@ -173,17 +173,22 @@ def main() -> None:
         rows.append(row)
         print(rows[-1], flush=True)
 
-    import pandas as pd
-
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     device = torch.cuda.get_device_name() if on_gpu else (platform.processor() or platform.machine())
     header = (f"command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`\n\n"
               f"device: {device}, {os.cpu_count()} CPU cores; torch {torch.__version__}, "
               f"python {platform.python_version()}; {args.trials} alternating trials per side, medians\n\n")
+    print_table(header, rows, args.out)
+
+
+def print_table(header: str, rows: list[dict], out: str | None) -> None:
+    """``rows`` as a markdown table under ``header``: printed, and written to ``out`` if given."""
+    import pandas as pd
+
     table = header + pd.DataFrame(rows).to_markdown(index=False) + "\n"
     print(table)
-    if args.out:
-        Path(args.out).write_text(table)
+    if out:
+        Path(out).write_text(table)
 
 
 if __name__ == "__main__":
