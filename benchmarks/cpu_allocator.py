@@ -4,8 +4,8 @@ A training step allocates and frees activation tensors of many megabytes. glibc 
 each block over 32 MiB at most (its mmap threshold) from a fresh mmap and unmaps it on
 free, so every step faults in new, zeroed 4 KiB pages: seed003_sep's training at batch
 1024 took about 390,000 minor faults a second here, with half the CPU time in the kernel.
-Two settings avoid that without changing what is computed (train() applies the first
-itself since 2026-12-06, see ``cnnbench.train.keep_freed_memory_on_heap``):
+Two settings avoid that without changing what is computed; train() applies the first
+itself (``cnnbench.train.keep_freed_memory_on_heap``), measured as ``cnnbench``:
 
 - ``glibc heap``: MALLOC_MMAP_MAX_=0 and a huge MALLOC_TRIM_THRESHOLD_: every block comes
   from the heap, and freed memory stays there for the next step instead of going back
@@ -34,12 +34,13 @@ from pathlib import Path
 import torch
 from throughput import print_table, trial
 
-# CNNBENCH_GLIBC_HEAP=off: train() leaves glibc's allocator as the environment sets it
-# (by default it keeps large tensors on the heap itself, which "glibc heap" does here)
+# CNNBENCH_GLIBC_HEAP=off: train() leaves glibc's allocator as the environment sets it;
+# "cnnbench" is what train() does by itself (the heap, through mallopt)
 SETTINGS = {
     "default": {"CNNBENCH_GLIBC_HEAP": "off"},
     "glibc heap": {"CNNBENCH_GLIBC_HEAP": "off", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)},
     "THP": {"CNNBENCH_GLIBC_HEAP": "off", "THP_MEM_ALLOC_ENABLE": "1"},
+    "cnnbench": {},
 }
 
 

@@ -127,8 +127,8 @@ def keep_freed_memory_on_heap() -> bool:
     By default glibc maps each block over its mmap threshold (32 MiB at most) afresh and
     unmaps it on free, so every CPU training step faults in its activations as new zeroed
     pages: at seed003_sep's batch 1024 half the CPU time went to the kernel. From the heap,
-    training ran 1.1x to 2.5x faster with the same results, for a higher peak RSS (seed003_sep:
-    8.2 GB instead of 5.1; benchmarks/results/cpu-allocator-2core.md).
+    training ran 1.05x to 1.9x faster with the same results, for a higher peak RSS
+    (seed003_sep: 8.4 GB instead of 5.1; benchmarks/results/cpu-allocator-2core.md).
     """
     if platform.libc_ver()[0] != "glibc" or os.environ.get("CNNBENCH_GLIBC_HEAP") == "off":
         return False
