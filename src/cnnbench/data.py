@@ -6,6 +6,11 @@ their official files (md5-checked); ``CNNBENCH_DATA_MIRROR`` names a folder or a
 http(s) URL holding the same files as ``<mirror>/<dataset>/<file>``. A local ``.npz``
 file declared with its sha256 goes through the same verification and output.
 
+``cifar10_recovered`` is official CIFAR-10 less 103 images listed by their official
+index in ``cifar10_recovered.json``: built from the official archive (those images
+dropped) or, offline, from the shards of the recovered copy at
+``<mirror>/cifar10-recovered/``; both reach the same content digest, so the same bytes.
+
 Loading a converted split needs torch only: torchvision is imported when converting.
 """
 
@@ -28,10 +33,30 @@ import torch
 
 MIRROR_ENV = "CNNBENCH_DATA_MIRROR"
 DOWNLOAD_TIMEOUT_S = 60
+RECOVERED_SHARDS = ("train-0.npz", "train-1.npz", "train-2.npz", "test.npz")
 
 
 class DataError(RuntimeError):
     """A dataset could not be fetched or verified; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Images left out of a built-in dataset's official files, by their official index,
+    and the sha256 of what remains (x_train, y_train, x_test, y_test as uint8 N,H,W,C and
+    N, in that order): the same figure whichever way the dataset was built."""
+
+    train: tuple[int, ...]
+    test: tuple[int, ...]
+    content_sha256: str
+    official: str  # the dataset whose official files these are dropped from
+    shards_folder: str  # <mirror>/<shards_folder>/: the copy that lacks those images
+
+    @classmethod
+    def load(cls, name: str, official: str, shards_folder: str) -> Dropped:
+        doc = json.loads((Path(__file__).parent / f"{name}.json").read_text())
+        return cls(tuple(doc["dropped"]["train"]), tuple(doc["dropped"]["test"]),
+                   doc["content_sha256"], official, shards_folder)
 
 
 @dataclass(frozen=True)
@@ -44,9 +69,12 @@ class DatasetSpec:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    dropped: Dropped | None = None
 
 
 _DIGITS = tuple(str(i) for i in range(10))
+_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                    "ship", "truck")
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("MNIST", (1, 28, 28), _DIGITS, (0.1307,), (0.3081,)),
     "fashion_mnist": DatasetSpec(
@@ -54,11 +82,15 @@ DATASETS: dict[str, DatasetSpec] = {
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
          "Bag", "Ankle boot"),
         (0.2860,), (0.3530,)),
-    "cifar10": DatasetSpec(
-        "CIFAR10", (3, 32, 32),
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-         "truck"),
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar10": DatasetSpec("CIFAR10", (3, 32, 32), _CIFAR10_CLASSES,
+                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    # mean and std: its training pixels' statistics as torch computes them in float32,
+    # fixed here so that every machine writes the same meta.json
+    "cifar10_recovered": DatasetSpec(
+        "CIFAR10", (3, 32, 32), _CIFAR10_CLASSES,
+        (0.4913894236087799, 0.4820905327796936, 0.4463723301887512),
+        (0.24702894687652588, 0.2434813380241394, 0.2615705728530884),
+        Dropped.load("cifar10_recovered", official="cifar10", shards_folder="cifar10-recovered")),
 }
 
 
@@ -118,46 +150,77 @@ def _verify_md5(path: Path, expected: str, origin: str) -> None:
 
 # --- fetching -----------------------------------------------------------------------
 
-def _mirror_candidates(dataset: str, filename: str) -> list[str]:
-    mirror = os.environ.get(MIRROR_ENV, "").strip()
+def _mirror() -> str:
+    return os.environ.get(MIRROR_ENV, "").strip()
+
+
+def _mirror_candidates(folder: str, filename: str) -> list[str]:
+    mirror = _mirror()
     if not mirror:
         return []
     if mirror.startswith(("http://", "https://")):
-        return [f"{mirror.rstrip('/')}/{dataset}/{filename}"]
-    return [str(Path(mirror).expanduser() / dataset / filename)]
+        return [f"{mirror.rstrip('/')}/{folder}/{filename}"]
+    return [str(Path(mirror).expanduser() / folder / filename)]
 
 
-def fetch(dataset: str, file: OfficialFile, dest: Path) -> Path:
-    """Put ``file`` into ``dest``: the mirror first, then torchvision's official URLs.
-    Every copy passes the official md5 before it is used."""
+def _copy_or_download(source: str, dest: Path, filename: str) -> str | None:
+    """Put ``source`` (a local path or a URL) at ``dest/filename``; None when done, else
+    why not (the file is absent, the server did not answer...)."""
     from torchvision.datasets.utils import download_url
 
-    target = dest / file.name
+    if "://" not in source:  # a local mirror folder
+        if not Path(source).is_file():
+            return "no such file"
+        shutil.copyfile(source, dest / filename)
+        return None
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        download_url(source, str(dest), filename)
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        (dest / filename).unlink(missing_ok=True)
+        return str(getattr(e, "reason", e))
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    return None
+
+
+def fetch(folder: str, file: OfficialFile, dest: Path) -> Path:
+    """Put ``file`` into ``dest``: ``<mirror>/<folder>/`` first, then torchvision's
+    official URLs. Every copy passes the official md5 before it is used; a file that no
+    source has is a DataError listing each source and why it failed."""
     tried: list[str] = []
-    for source in [*_mirror_candidates(dataset, file.name), *file.urls]:
-        if "://" not in source:  # a local mirror folder
-            if not Path(source).is_file():
-                tried.append(f"{source} (no such file)")
-                continue
-            shutil.copyfile(source, target)
+    for source in [*_mirror_candidates(folder, file.name), *file.urls]:
+        why = _copy_or_download(source, dest, file.name)
+        if why:
+            tried.append(f"{source} ({why})")
+            continue
+        _verify_md5(dest / file.name, file.md5, source)
+        return dest / file.name
+    raise FetchError(tried, [f"{folder}/{file.name} (the official file, md5 {file.md5})"])
+
+
+class FetchError(DataError):
+    """No source had a file: each one tried and why, and what belongs in a mirror."""
+
+    def __init__(self, tried: list[str], wanted: list[str]):
+        self.tried, self.wanted = tried, wanted
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        mirror = _mirror()
+        wanted = " or ".join(f"<mirror>/{w}" for w in self.wanted)
+        if mirror:
+            fix = (f"The mirror {MIRROR_ENV}={mirror} lacks what the paths above name: put "
+                   f"{wanted} there (with <mirror> = {mirror}), or point {MIRROR_ENV} at a "
+                   f"folder that has it.")
         else:
-            try:
-                old_timeout = socket.getdefaulttimeout()
-                socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-                try:
-                    download_url(source, str(dest), file.name)
-                finally:
-                    socket.setdefaulttimeout(old_timeout)
-            except (urllib.error.URLError, OSError, RuntimeError) as e:
-                target.unlink(missing_ok=True)
-                tried.append(f"{source} ({getattr(e, 'reason', e)})")
-                continue
-        _verify_md5(target, file.md5, source)
-        return target
-    raise DataError(
-        f"could not fetch {file.name} for dataset {dataset!r}. Tried:\n  " + "\n  ".join(tried)
-        + f"\nWith no internet, set {MIRROR_ENV} to a folder or http(s) URL holding the "
-          f"official files as <mirror>/{dataset}/{file.name}.")
+            fix = (f"With no internet, set {MIRROR_ENV} to a folder or http(s) URL holding "
+                   f"{wanted}.")
+        return "could not fetch the data. Tried:\n  " + "\n  ".join(self.tried) + "\n" + fix
+
+    def joined(self, other: FetchError) -> FetchError:
+        return FetchError(self.tried + other.tried, self.wanted + other.wanted)
 
 
 # --- conversion -----------------------------------------------------------------------
@@ -181,35 +244,110 @@ def _extract_tar(path: Path, dest: Path) -> None:
                         f"corrupt. Replace it with the official file and rerun.") from e
 
 
-def _torchvision_splits(dataset: str, workdir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _official_arrays(dataset: str, workdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (uint8 images N,H,W or N,H,W,C, labels)} from the official files, read by
+    torchvision's own class."""
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, DATASETS[dataset].torchvision_class)
-    files = official_files(dataset)
+    spec = DATASETS[dataset]
+    folder = spec.dropped.official if spec.dropped else dataset
     if hasattr(cls, "resources"):
         raw = workdir / cls.__name__ / "raw"  # where torchvision's class looks for them
     else:
         raw = workdir
     raw.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        path = fetch(dataset, f, raw)
+    for f in official_files(dataset):
+        path = fetch(folder, f, raw)
         if path.suffix == ".gz" and not path.name.endswith(".tar.gz"):
             _gunzip(path)
         else:
             _extract_tar(path, workdir)
-    splits = {}
+    arrays = {}
     for split in ("train", "test"):
         ds = cls(str(workdir), train=split == "train", download=False)
-        images = torch.as_tensor(np.asarray(ds.data), dtype=torch.uint8)
-        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
-        splits[split] = (images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64))
-    return splits
+        arrays[split] = (np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets))
+    return arrays
+
+
+def _recovered_shards(dropped: Dropped, workdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (images, labels)} from the shards at <mirror>/<shards_folder>/, whose
+    ``index`` arrays must name every official image but the dropped ones, in order."""
+    wanted = [f"{dropped.shards_folder}/{{{','.join(RECOVERED_SHARDS)}}} (the recovered copy's shards)"]
+    if not _mirror():
+        raise FetchError([], wanted)
+    paths = []
+    for name in RECOVERED_SHARDS:
+        source = _mirror_candidates(dropped.shards_folder, name)[0]
+        if "://" not in source and Path(source).is_file():
+            paths.append(Path(source))  # read in place: no copy of 170 MB
+            continue
+        why = _copy_or_download(source, workdir, name)
+        if why:
+            raise FetchError([f"{source} ({why})"], wanted)
+        paths.append(workdir / name)
+    arrays = {}
+    for split, files in (("train", paths[:3]), ("test", paths[3:])):
+        try:
+            shards = [dict(np.load(f, allow_pickle=False)) for f in files]
+            x, y, index = (np.concatenate([s[k] for s in shards]) for k in ("x", "y", "index"))
+        except (ValueError, OSError, EOFError, KeyError) as e:
+            raise DataError(f"{files[0].parent}: the {split} shards are not readable npz files with "
+                            f"x, y and index ({e}). Replace them with the originals and rerun.") from e
+        total = 50_000 if split == "train" else 10_000
+        expected = np.setdiff1d(np.arange(total), getattr(dropped, split))
+        if not np.array_equal(index, expected):
+            raise DataError(f"{files[0].parent}: the {split} shards do not hold the official images less "
+                            f"the {len(getattr(dropped, split))} listed in cifar10_recovered.json, in "
+                            f"order; they are not the recovered copy this project was built on.")
+        arrays[split] = (x, y)
+    return arrays
+
+
+def _drop(arrays: dict, dropped: Dropped) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {split: (np.delete(x, getattr(dropped, split), axis=0), np.delete(y, getattr(dropped, split)))
+            for split, (x, y) in arrays.items()}
+
+
+def content_sha256(arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """sha256 of the bytes of x_train, y_train, x_test, y_test (uint8), in that order."""
+    digest = hashlib.sha256()
+    for split in ("train", "test"):
+        for a in arrays[split]:
+            digest.update(np.ascontiguousarray(a, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+def _dropped_arrays(name: str, workdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The recovered shards where the mirror has them, else the official files less the
+    dropped images; either way checked against the content digest."""
+    dropped = DATASETS[name].dropped
+    try:
+        arrays = _recovered_shards(dropped, workdir)
+    except FetchError as no_shards:
+        try:
+            arrays = _drop(_official_arrays(name, workdir), dropped)
+        except FetchError as no_official:
+            raise no_shards.joined(no_official) from None
+    actual = content_sha256(arrays)
+    if actual != dropped.content_sha256:
+        raise DataError(f"{name}: the images and labels have content sha256 {actual}, not "
+                        f"{dropped.content_sha256} (cifar10_recovered.json): the source files differ "
+                        f"from the ones this dataset is defined by. Replace them with the originals.")
+    return arrays
+
+
+def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 N,H,W or N,H,W,C -> uint8 N,C,H,W, and int64 labels."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return x.contiguous(), torch.from_numpy(np.asarray(labels).astype(np.int64))
 
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _npz_splits(path: Path, sha256: str) -> tuple[dict, list[str] | None]:
+def _npz_arrays(path: Path, sha256: str) -> tuple[dict, list[str] | None]:
     if not path.is_file():
         raise DataError(f"data file {path} does not exist. Check the path declared for this "
                         f"dataset in params.yaml (datasets.<name>.path).")
@@ -234,9 +372,7 @@ def _npz_splits(path: Path, sha256: str) -> tuple[dict, list[str] | None]:
         if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) != len(y):
             raise DataError(f"{path}: x_{split} must be uint8 images N,H,W or N,H,W,C with one "
                             f"label each; got {x.dtype} {x.shape} and {len(y)} labels.")
-        images = torch.from_numpy(x)
-        images = images.unsqueeze(1) if x.ndim == 3 else images.permute(0, 3, 1, 2)
-        splits[split] = (images.contiguous(), torch.from_numpy(y.astype(np.int64)))
+        splits[split] = (x, y)
     return splits, classes
 
 
@@ -256,16 +392,23 @@ def prepare(name: str, out_dir: Path, npz: Path | None = None, sha256: str | Non
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         if npz is not None:
-            splits, classes = _npz_splits(Path(npz), sha256 or "")
+            arrays, classes = _npz_arrays(Path(npz), sha256 or "")
+            splits = {split: _to_tensors(*a) for split, a in arrays.items()}
             n_classes = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
             classes = classes or [str(i) for i in range(n_classes)]
             mean, std = _channel_stats(splits["train"][0])
             source = {"npz": str(npz), "sha256": sha256}
         else:
             spec = DATASETS[name]
-            splits = _torchvision_splits(name, work / "raw")
-            classes, mean, std = list(spec.classes), list(spec.mean), list(spec.std)
             source = {"files": {f.name: f.md5 for f in official_files(name)}}
+            if spec.dropped:  # the same meta whichever way it was built
+                arrays = _dropped_arrays(name, work / "raw")
+                source.update(dropped={"train": len(spec.dropped.train), "test": len(spec.dropped.test)},
+                              content_sha256=spec.dropped.content_sha256)
+            else:
+                arrays = _official_arrays(name, work / "raw")
+            splits = {split: _to_tensors(*a) for split, a in arrays.items()}
+            classes, mean, std = list(spec.classes), list(spec.mean), list(spec.std)
         build = work / "out"
         build.mkdir()
         meta = {"name": name, "classes": classes, "input_shape": list(splits["train"][0].shape[1:]),
