@@ -6,10 +6,15 @@ STAMP := $(VENV)/.installed-stamp
 # stage commands call `python`, `dvc` and `mlflow`: make them the venv's
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lint bench mlflow-ui clean cifar10-recovered
-# the offline stand-ins for the downloads (../shared/datasets/README.md)
-SHARED_DATASETS ?= $(CURDIR)/../shared/datasets
-RECOVERED := data/external/cifar10-recovered.npz
+.PHONY: install run demo plan test lint bench mlflow-ui clean
+# Offline, the data comes from a mirror of the official files (README, "No internet?"):
+# ../shared/datasets beside the clone when it is there and CNNBENCH_DATA_MIRROR is unset.
+SHARED_DATASETS := $(abspath $(CURDIR)/../shared/datasets)
+ifeq ($(CNNBENCH_DATA_MIRROR),)
+ifneq ($(wildcard $(SHARED_DATASETS)),)
+export CNNBENCH_DATA_MIRROR := $(SHARED_DATASETS)
+endif
+endif
 
 install: $(STAMP)
 
@@ -19,20 +24,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: install  ## the main job: rerun whatever changed in the pipeline
-	dvc repro
+run: install  ## the main job: pull from the DVC remote if any, print the plan, `dvc repro`
+	cnnbench run
+
+plan: install  ## what `make run` would run, where, and for how long
+	cnnbench plan
+
+demo: install  ## every model for one short epoch, as a temporary DVC experiment (minutes)
+	cnnbench demo
 
 test: lint  ## lint, then the whole test suite (CPU, real data)
 	python -m pytest
 
 lint: install  ## ruff, with the rules in pyproject.toml (seconds)
 	ruff check .
-
-cifar10-recovered: $(RECOVERED)  ## join the recovered CIFAR-10 shards (datasets.cifar10_recovered)
-
-$(RECOVERED):
-	mkdir -p $(dir $@)
-	python3 $(SHARED_DATASETS)/cifar10-recovered/join.py $(@:.npz=.tmp.npz) && mv $(@:.npz=.tmp.npz) $@  # np.savez adds .npz
 
 BENCH_OUT ?= benchmarks/results/$(shell hostname)-$(shell date +%Y%m%d).md
 bench: install  ## trainer vs plain PyTorch loop, images/s (see benchmarks/throughput.py)

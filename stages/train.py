@@ -53,6 +53,11 @@ def outputs(name: str) -> Outputs:
                    Path(f"metrics/timing/{name}.csv"), Path(f"metrics/train/{name}.json"))
 
 
+def resume_path(name: str) -> Path:
+    """Outside DVC's outputs, which DVC deletes before it reruns the stage."""
+    return Path(f"models/.resume/{name}.pt")
+
+
 def input_example(data_dir: Path, meta: dict) -> torch.Tensor:
     """What the logged model is logged with: four test images, as the model sees them."""
     return normalize(load_split(data_dir, "test")[0][:4], meta["mean"], meta["std"])
@@ -65,13 +70,13 @@ def train_and_track(name: str, cfg: ModelConfig) -> str:
     for warning in preflight(cfg, meta, strict_budgets=bool(os.environ.get("CNNBENCH_STRICT_BUDGETS"))):
         print(f"train@{name}: warning: {warning}", file=sys.stderr)
     tags = tracking.run_tags(name, cfg.dataset, str(resolve_device(cfg.device)))
-    resume = Resume(Path(f"models/.resume/{name}.pt"))
+    resume = Resume(resume_path(name))
     saved = read_resume_state(resume.path, cfg, meta) or {"curves": [], "timings": [], "extra": {}}
     run_id = saved["extra"].get("mlflow_run_id")
     with tracking.model_run(name, run_id=run_id, params=flatten(cfg), tags=tags) as run:
         curves, timings = list(saved["curves"]), list(saved["timings"])
         if curves:
-            print(f"train@{name}: resuming after epoch {curves[-1]['epoch']}", file=sys.stderr)
+            print(f"train@{name}: resuming after epoch {curves[-1]['epoch'] + 1}", file=sys.stderr)
         if run:
             resume.extra["mlflow_run_id"] = run.run_id
             run.log_missing_epochs(curves, timings)
@@ -146,12 +151,19 @@ def main() -> int:
                         help="do not train: log the outputs of a run trained with tracking off into MLflow")
     args = parser.parse_args()
     name = args.model
+    tracking.sigterm_raises()  # `kill` and a scheduler stop training as Ctrl-C does
     try:
         cfg = load_model_config(args.params, name)
         message = log_trained(name, cfg, args.params) if args.log_trained else train_and_track(name, cfg)
     except (ConfigError, DataError, TrainError, tracking.TrackingError) as e:
         print(f"train@{name}: error: {e}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, tracking.Terminated):
+        state = resume_path(name)
+        done = len(torch.load(state, weights_only=True)["curves"]) if state.is_file() else 0
+        print(f"train@{name}: interrupted after {done} finished epoch(s), which are kept: `make run` "
+              f"(or `dvc repro`) continues from there, in the same MLflow run.", file=sys.stderr)
+        return 130
     print(message)
     return 0
 

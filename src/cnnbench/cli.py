@@ -1,5 +1,6 @@
-"""The ``cnnbench`` command: ``cnnbench summary <arch>``, ``cnnbench models``,
-``cnnbench seeds <model>`` and ``cnnbench runs export|restore|park``."""
+"""The ``cnnbench`` command: ``cnnbench run``, ``plan`` and ``demo`` (the pipeline),
+``cnnbench summary <arch>``, ``cnnbench models``, ``cnnbench seeds <model>`` and
+``cnnbench runs export|restore|park``."""
 
 from __future__ import annotations
 
@@ -95,9 +96,34 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(args: argparse.Namespace) -> int:
+    from cnnbench import pipeline
+    from cnnbench.config import ConfigError
+    from cnnbench.plan import plan
+    from cnnbench.tracking import project_root
+
+    root = project_root()
+    try:
+        if args.command == "plan":
+            print(plan(root))
+            return 0
+        return pipeline.run(root, args.dvc_args) if args.command == "run" else pipeline.demo(root)
+    except ConfigError as e:
+        print(f"cnnbench: error: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="`make run`: pull from the DVC remote if there is one, print the plan, "
+                                   "then `dvc repro` (with any arguments given)")
+    p.add_argument("dvc_args", nargs=argparse.REMAINDER, metavar="DVC_REPRO_ARGS")
+    p.set_defaults(func=_pipeline)
+    sub.add_parser("plan", help="what `dvc repro` would run, on which device, and its estimated "
+                                "time").set_defaults(func=_pipeline)
+    sub.add_parser("demo", help="`make demo`: every model for one short epoch, as a temporary DVC "
+                                "experiment").set_defaults(func=_pipeline)
     p = sub.add_parser("summary", help="per-layer table: output shape, params, receptive field, MACs")
     p.add_argument("arch")
     p.add_argument("--dataset", help="input shape of this dataset (default: the arch's own)")

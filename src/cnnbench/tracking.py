@@ -330,16 +330,13 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
         run.log("params", lambda: mlflow.log_params(flat))
     if tags:
         run.log("tags", lambda: mlflow.set_tags(tags))
-    previous = _sigterm_raises()
+    previous = sigterm_raises()
     try:
         yield run
     except BaseException as e:
         # Ctrl-C or SIGTERM: KILLED, and a rerun resumes this same run; anything else FAILED
         killed = isinstance(e, (KeyboardInterrupt, Terminated))
         run.close("KILLED" if killed else "FAILED")
-        if killed:
-            print(f"MLflow: run {run.run_id} was interrupted and is marked KILLED; rerun the "
-                  f"stage to continue it after its last finished epoch.", file=sys.stderr)
         raise
     else:
         run.close()
@@ -368,7 +365,7 @@ class Terminated(BaseException):
     """SIGTERM arrived (a scheduler or `kill` stopping the stage)."""
 
 
-def _sigterm_raises():
+def sigterm_raises():
     """Make SIGTERM an exception, so that an open run is closed as KILLED and its pending
     logs are sent, instead of the process vanishing with the run left RUNNING. Returns
     the previous handler (None off the main thread, where Python allows no handlers)."""

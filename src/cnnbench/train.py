@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -276,7 +277,10 @@ def train(cfg: ModelConfig, data_dir: Path,
     kept apart so that results are byte-identical between runs on the CPU.
 
     With ``resume``, the state is saved after every epoch and a matching saved state is
-    continued from; the run ends as an uninterrupted one would, and removes the state."""
+    continued from; the run ends as an uninterrupted one would, and removes the state.
+
+    ``progress``: a live bar on a terminal; where stdout is not one (a log file, CI), one
+    plain line per epoch instead, which a log keeps and a bar does not."""
     meta = load_meta(data_dir)
     device = resolve_device(cfg.device)
     accel = Accel.for_config(cfg, device)
@@ -311,7 +315,8 @@ def train(cfg: ModelConfig, data_dir: Path,
         if plateau:
             plateau.__dict__.update(state["plateau"])
         result.curves, result.timings = state["curves"], state["timings"]
-    bar = _progress(progress)
+    bar = _progress(progress and sys.stdout.isatty())
+    log_lines = progress and not sys.stdout.isatty()
     with bar:
         for epoch in range(len(result.curves), cfg.epochs):
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch,
@@ -355,6 +360,8 @@ def train(cfg: ModelConfig, data_dir: Path,
                 _save_state(resume, cfg, meta, model, optimizer, scheduler, gen, result, plateau)
             if on_epoch:
                 on_epoch(row, timing)
+            if log_lines:  # after the save: an epoch in the log is an epoch kept
+                print(epoch_line(row, timing, result.timings, cfg.epochs), flush=True)
     if resume:
         resume.path.unlink(missing_ok=True)  # finished: nothing stale to resume from later
     return result
@@ -369,6 +376,26 @@ def _save_state(resume: Resume, cfg, meta, model, optimizer, scheduler, gen, res
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "plateau": plateau.state() if plateau else None,
                 "curves": result.curves, "timings": result.timings, "extra": resume.extra})
+
+
+def epoch_line(row: dict, timing: dict, timings: list[dict], epochs: int) -> str:
+    """One epoch as a line for a log: its results, speed and the time the rest will take
+    at the mean pace so far."""
+    left = (epochs - row["epoch"] - 1) * sum(t["seconds"] for t in timings) / len(timings)
+    return (f"epoch {row['epoch'] + 1}/{epochs}: train loss {row['train_loss']:.4f} acc "
+            f"{row['train_acc']:.4f}, test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}, "
+            f"{timing['train_images_per_s']:,.0f} img/s, {timing['seconds']:.0f} s, "
+            f"{format_duration(left)} left")
+
+
+def format_duration(seconds: float) -> str:
+    """3 s, 4 min 05 s, 2 h 03 min: as precise as a person needs."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _progress(enabled: bool):

@@ -1,0 +1,124 @@
+"""`make run` as a user meets it, in temporary git + DVC repositories holding a copy of the
+project cut to one short MNIST model: the plan printed before the work, one log line per
+epoch when the output is a log, Ctrl-C, the mirror the Makefile finds, and a second
+clone that pulls from a local-directory DVC remote instead of retraining."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, make_project, run
+
+SHORT = {"epochs": 1, "train_limit": 1000, "keras_defaults": False}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, datasets_dir):
+    """A project whose first `cnnbench run` trained seed001_mnist, pushed to a DVC remote."""
+    root = tmp_path_factory.mktemp("first") / "project"
+    root.mkdir()
+    env, git = make_project(root, datasets_dir, {"seed001_mnist": SHORT})
+    env = {**env, "CNNBENCH_TRACKING": "off"}  # MLflow has tests of its own
+    remote = root.parent / "remote"
+    run(["dvc", "remote", "add", "-d", "team", str(remote)], root, env)
+    first = run(["cnnbench", "run"], root, env)
+    git("add", "-A")
+    git("commit", "-qm", "trained")
+    run(["dvc", "push"], root, env)
+    return root, env, first
+
+
+def test_the_plan_comes_first_and_names_every_stage(trained):
+    out = trained[2].stdout
+    plan = out[:out.index("Running stage")]
+    assert "dvc repro will run 4 stage(s):" in plan
+    for stage in ("download@mnist", "evaluate@seed001_mnist", "report"):
+        assert f"  {stage}\n" in plan
+    # a fresh project has no committed timings to estimate from
+    assert "  train@seed001_mnist: 1 epoch(s) on cpu, time unknown: no committed timings" in plan
+    assert "Training on: CPU " in plan and "Estimated training time: unknown." in plan
+
+
+def test_an_estimate_comes_from_the_committed_timings(trained):
+    root, env, _ = trained
+    assert "everything is up to date" in run(["cnnbench", "plan"], root, env).stdout
+    params = root / "params.yaml"
+    saved = params.read_text()
+    try:
+        params.write_text(saved.replace("epochs: 1\n", "epochs: 30\n", 1))
+        seconds = json.loads((root / "metrics/train/seed001_mnist.json").read_text())["seconds"]
+        out = run(["cnnbench", "plan"], root, env).stdout
+    finally:
+        params.write_text(saved)
+    assert "dvc repro will run 3 stage(s):" in out  # the data is up to date
+    line = next(x for x in out.splitlines() if x.startswith("  train@seed001_mnist"))
+    assert line.startswith("  train@seed001_mnist: 30 epoch(s) on cpu, ~")
+    assert f"{seconds:,.0f} s an epoch in the committed run on cpu" in line
+
+
+def test_a_log_gets_one_line_per_epoch(trained):
+    out = trained[2].stdout
+    assert "epoch 1/1: train loss " in out and " img/s, " in out and " left\n" in out
+    assert "━" not in out  # no progress bar drawn into the log
+
+
+def test_a_second_clone_pulls_from_the_remote_and_runs_nothing(trained, tmp_path):
+    root, env, _ = trained
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    env = {**env, "PYTHONPATH": str(clone / "src")}
+    out = run(["cnnbench", "run"], clone, env).stdout
+    assert "Pulling what the DVC remote 'team' has" in out
+    assert "dvc repro: everything is up to date; nothing to run." in out
+    assert "Running stage" not in out
+    assert (clone / "models" / "seed001_mnist.pt").is_file() and (clone / "data" / "mnist" / "train.pt").is_file()
+    assert json.loads(run(["dvc", "status", "--json"], clone, env).stdout) == {}
+
+
+def test_ctrl_c_ends_in_one_line_saying_how_to_continue(tmp_path, datasets_dir):
+    root = tmp_path / "project"
+    root.mkdir()
+    env, _ = make_project(root, datasets_dir, {"seed001_mnist": {**SHORT, "epochs": 50}})
+    env = {**env, "CNNBENCH_TRACKING": "off"}
+    proc = subprocess.Popen(["cnnbench", "run"], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1/50"):
+            proc.send_signal(signal.SIGINT)  # what make passes on at Ctrl-C
+            break
+    out = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130
+    assert "Traceback" not in out
+    assert ("train@seed001_mnist: interrupted after 1 finished epoch(s), which are kept: `make run` "
+            "(or `dvc repro`) continues from there") in out
+    # and the next run knows it: 49 epochs to go
+    assert "  train@seed001_mnist: 49 epoch(s) on cpu" in run(["cnnbench", "plan"], root, env).stdout
+
+
+@pytest.mark.parametrize("shared, preset, expected", [
+    (True, None, "{shared}"),  # ../shared/datasets beside the clone
+    (False, None, ""),  # nothing to point at
+    (True, "/somewhere/else", "/somewhere/else"),  # the user's own setting wins
+])
+def test_the_makefile_finds_the_mirror_beside_the_clone(tmp_path, shared, preset, expected):
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copy(REPO / "Makefile", clone)
+    if shared:
+        (tmp_path / "shared" / "datasets").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "CNNBENCH_DATA_MIRROR"}
+    if preset:
+        env["CNNBENCH_DATA_MIRROR"] = preset
+    # a target of the test's own prints what the Makefile exports to its commands
+    out = run(["make", "-s", "--eval", "show-mirror: ; @echo \"mirror=$$CNNBENCH_DATA_MIRROR\"", "show-mirror"],
+              clone, env).stdout
+    assert out.strip() == "mirror=" + expected.format(shared=tmp_path / "shared" / "datasets")
