@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -87,8 +86,10 @@ def test_ctrl_c_ends_in_one_line_saying_how_to_continue(tmp_path, datasets_dir):
     root.mkdir()
     env, _ = make_project(root, datasets_dir, {"seed001_mnist": {**SHORT, "epochs": 50}})
     env = {**env, "CNNBENCH_TRACKING": "off"}
+    # started with SIGINT ignored, as a shell starts a background job: the stage must still stop
     proc = subprocess.Popen(["cnnbench", "run"], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -122,3 +123,23 @@ def test_the_makefile_finds_the_mirror_beside_the_clone(tmp_path, shared, preset
     out = run(["make", "-s", "--eval", "show-mirror: ; @echo \"mirror=$$CNNBENCH_DATA_MIRROR\"", "show-mirror"],
               clone, env).stdout
     assert out.strip() == "mirror=" + expected.format(shared=tmp_path / "shared" / "datasets")
+
+
+def test_demo_runs_every_model_as_an_experiment_and_leaves_main_alone(tmp_path, datasets_dir):
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path / "project"
+    root.mkdir()
+    env, git = make_project(root, datasets_dir, {"seed001_mnist": {}, "mnist_7k": {}})
+    proc = run(["cnnbench", "demo"], root, env)
+    name = proc.stdout.split("temporary DVC experiment ", 1)[1].split()[0]
+    board = proc.stdout.split(f"Leaderboard of {name}", 1)[1]
+    assert "| seed001_mnist" in board and "| mnist_7k" in board
+    assert git("status", "--porcelain").stdout == ""  # main's params and metrics untouched
+    assert name in run(["dvc", "exp", "list", "--name-only"], root, env).stdout.split()
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("cnnbench-demo").experiment_id])
+    assert sorted(r.data.tags["model"] for r in runs) == ["mnist_7k", "seed001_mnist"]
+    for r in runs:
+        assert r.info.status == "FINISHED" and r.data.tags["dvc_exp_name"] == name
+        assert (r.data.params["epochs"], r.data.params["train_limit"]) == ("1", "2000")

@@ -82,7 +82,10 @@ def _interruptible(cmd: list[str], root: Path, env: dict | None = None) -> int:
     """Run ``cmd`` in a process group of its own; Ctrl-C or SIGTERM stop that whole group
     (DVC and the stage it runs) with SIGINT, as Ctrl-C at a terminal would, even where
     `make` got a SIGTERM that it passes on to its child alone."""
-    proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
+    # Ctrl-C back to its default in the child: a process started with SIGINT ignored (by a
+    # shell for a background job, or a test runner) passes that on to DVC and the stage
+    proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stopped = []
 
     def stop(signum, frame):
