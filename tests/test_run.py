@@ -142,4 +142,4 @@ def test_demo_runs_every_model_as_an_experiment_and_leaves_main_alone(tmp_path, 
     assert sorted(r.data.tags["model"] for r in runs) == ["mnist_7k", "seed001_mnist"]
     for r in runs:
         assert r.info.status == "FINISHED" and r.data.tags["dvc_exp_name"] == name
-        assert (r.data.params["epochs"], r.data.params["train_limit"]) == ("1", "2000")
+        assert (r.data.params["epochs"], r.data.params["train_limit"]) == ("1", "1000")
