@@ -33,20 +33,20 @@ class TrainEstimate:
 
 def stages_to_run(root: Path) -> list[str]:
     """The stages `dvc repro` would run, in the order it runs them: the changed ones and
-    every stage downstream of one."""
+    every stage downstream of one, ordered by DVC's own planner."""
     import networkx as nx
     from dvc.repo import Repo
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
     with Repo(str(root)) as repo:
         changed = set(repo.status())
-        graph = repo.index.graph  # an edge runs from a stage to one it depends on
-        by_name = {stage.addressing: stage for stage in graph.nodes}
+        graph = get_active_graph(repo.index.graph)  # an edge runs from a stage to one it depends on
+        order = plan_repro(graph, collect_stages(repo, ["dvc.yaml"]))
         to_run = set()
-        for name in changed:
-            if name in by_name:
-                to_run |= {name} | {s.addressing for s in nx.ancestors(graph, by_name[name])}
-        order = [s.addressing for s in reversed(list(nx.topological_sort(graph)))]
-    return [name for name in order if name in to_run]
+        for stage in order:
+            if stage.addressing in changed:
+                to_run |= {stage.addressing} | {s.addressing for s in nx.ancestors(graph, stage)}
+    return [stage.addressing for stage in order if stage.addressing in to_run]
 
 
 def device_name(device: torch.device) -> str:
