@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cnnbench.config import ConfigError, load_params
 from cnnbench.data import DataError, prepare
+from cnnbench.files import FileProblem, check_writable
 
 
 def main() -> int:
@@ -21,10 +22,14 @@ def main() -> int:
                               f"declared: {', '.join(params.datasets)}")
         entry = params.datasets[args.dataset]
         npz = Path(args.params).parent / entry.path if entry.source == "npz" else None
+        check_writable(Path(args.out))
         meta = prepare(args.dataset, Path(args.out) / args.dataset, npz=npz,
                        sha256=getattr(entry, "sha256", None))
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, FileProblem) as e:
         print(f"download@{args.dataset}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a disk that fills up or goes away
+        print(f"download@{args.dataset}: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{s} {v['count']}" for s, v in meta["splits"].items())
     print(f"data/{args.dataset}: {counts} images of {'x'.join(map(str, meta['input_shape']))}")

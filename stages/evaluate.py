@@ -11,8 +11,9 @@ from pathlib import Path
 
 from cnnbench import tracking
 from cnnbench.config import ConfigError, load_evaluation, load_model_config
+from cnnbench.data import DataError, load_split
 from cnnbench.evaluate import confusion_rows, evaluate_model, plot_misclassified
-from cnnbench.files import write_csv, write_json
+from cnnbench.files import FileProblem, check_writable, write_csv, write_json
 from cnnbench.train import TrainError, load_matching_checkpoint
 
 
@@ -28,18 +29,25 @@ def main() -> int:
         # weights_only=True inside; refuses weights trained with another config
         model, saved = load_matching_checkpoint(Path(f"models/{name}.pt"), cfg, name, args.params)
         run_id = saved["mlflow_run_id"]
-        metrics, pred, (images, labels), classes = evaluate_model(model, saved, Path("data") / cfg.dataset, flip)
+        test = load_split(Path("data") / cfg.dataset, "test")
         metrics_json = Path(f"metrics/eval/{name}.json")
         confusion_csv = Path(f"metrics/confusion/{name}.csv")
         mistakes_png = Path(f"metrics/misclassified/{name}.png")
+        check_writable(metrics_json.parent, confusion_csv.parent, mistakes_png.parent)
+        if tracking.enabled():
+            tracking.connect()  # a store that cannot take the results is found before the work
+        metrics, pred, (images, labels), classes = evaluate_model(model, saved, test, flip)
         write_json(metrics_json, metrics)
         write_csv(confusion_csv, confusion_rows(labels, pred, classes))
         plot_misclassified(images, labels, pred, classes, mistakes_png)
         with tracking.model_run(name, run_id=run_id if tracking.enabled() else None) as run:
             if run:
                 run.log_evaluation(metrics, [metrics_json, confusion_csv, mistakes_png])
-    except (ConfigError, FileNotFoundError, TrainError, tracking.TrackingError) as e:
+    except (ConfigError, DataError, FileProblem, TrainError, tracking.TrackingError) as e:
         print(f"evaluate@{name}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a disk that fills up or goes away
+        print(f"evaluate@{name}: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
         return 1
     tta = f" with flip TTA ({metrics['test_acc_single_pass']:.4f} without)" if flip else ""
     print(f"evaluate@{name}: test acc {metrics['test_acc']:.4f}{tta}, {metrics['errors']} errors "

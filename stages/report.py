@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from cnnbench.config import ConfigError, load_params
-from cnnbench.files import write_atomic, write_csv
+from cnnbench.files import FileProblem, check_writable, write_atomic, write_csv
 from cnnbench.report import build_leaderboard, plot_accuracy_vs_params, to_markdown
 
 
@@ -18,7 +18,8 @@ def main() -> int:
     try:
         models = load_params(args.params).models
         board, missing = build_leaderboard(models, Path(args.metrics))
-    except (ConfigError, FileNotFoundError) as e:
+        check_writable(Path(args.metrics))
+    except (ConfigError, FileProblem) as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 1
     out = Path(args.metrics)

@@ -25,8 +25,8 @@ import torch
 
 from cnnbench import tracking
 from cnnbench.config import ConfigError, ModelConfig, flatten, load_model_config
-from cnnbench.data import DataError, load_meta, load_split
-from cnnbench.files import write_csv, write_json, write_torch
+from cnnbench.data import DataError, Dataset
+from cnnbench.files import FileProblem, check_writable, write_csv, write_json, write_torch
 from cnnbench.loader import normalize
 from cnnbench.summary import summarize
 from cnnbench.train import (
@@ -58,20 +58,27 @@ def resume_path(name: str) -> Path:
     return Path(f"models/.resume/{name}.pt")
 
 
-def input_example(data_dir: Path, meta: dict) -> torch.Tensor:
+def input_example(data: Dataset) -> torch.Tensor:
     """What the logged model is logged with: four test images, as the model sees them."""
-    return normalize(load_split(data_dir, "test")[0][:4], meta["mean"], meta["std"])
+    return normalize(data.test[0][:4], data.meta["mean"], data.meta["std"])
 
 
 def train_and_track(name: str, cfg: ModelConfig) -> str:
+    """Everything that can be checked is checked before the MLflow run opens: the data
+    byte for byte, the arch against it, the device, the output folders, a saved state."""
     out = outputs(name)
-    data_dir = Path("data") / cfg.dataset
-    meta = load_meta(data_dir)
+    data = Dataset.load(Path("data") / cfg.dataset)
+    meta = data.meta
     for warning in preflight(cfg, meta, strict_budgets=bool(os.environ.get("CNNBENCH_STRICT_BUDGETS"))):
         print(f"train@{name}: warning: {warning}", file=sys.stderr)
     tags = tracking.run_tags(name, cfg.dataset, str(resolve_device(cfg.device)))
+    check_writable(*(path.parent for path in out), resume_path(name).parent)
     resume = Resume(resume_path(name))
+    had_state = resume.path.is_file()
     saved = read_resume_state(resume.path, cfg, meta) or {"curves": [], "timings": [], "extra": {}}
+    if had_state and not saved["curves"]:
+        print(f"train@{name}: {resume.path} was saved for another config or data and is deleted; "
+              f"training starts from the first epoch", file=sys.stderr)
     run_id = saved["extra"].get("mlflow_run_id")
     with tracking.model_run(name, run_id=run_id, params=flatten(cfg), tags=tags) as run:
         curves, timings = list(saved["curves"]), list(saved["timings"])
@@ -89,7 +96,7 @@ def train_and_track(name: str, cfg: ModelConfig) -> str:
             if run:
                 run.log_epoch({**row, **timing}, step=row["epoch"])
 
-        result = train(cfg, data_dir, on_epoch=on_epoch, resume=resume)
+        result = train(cfg, data, on_epoch=on_epoch, resume=resume)
         save_checkpoint(out.checkpoint, result.model, cfg, meta, run.run_id if run else None)
         summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))
         # run id, versions and thread count sit with the timings, apart from the results, which
@@ -100,7 +107,7 @@ def train_and_track(name: str, cfg: ModelConfig) -> str:
             "mlflow_run_id": run.run_id if run else None})
         if run:
             run.log_training(summary.to_text("markdown"), [out.curves, out.timing], result.model,
-                             input_example(data_dir, meta))
+                             input_example(data))
     s = result.summary()
     return (f"train@{name}: test acc {s['final_test_acc']:.4f} after {s['epochs']} epochs "
             f"(best {s['best_test_acc']:.4f} at epoch {s['best_epoch'] + 1}), {s['seconds']:.0f} s")
@@ -117,8 +124,7 @@ def log_trained(name: str, cfg: ModelConfig, params_file: str) -> str:
     if not tracking.enabled():
         raise tracking.TrackingError("--log-trained logs into MLflow, but CNNBENCH_TRACKING turns "
                                      "tracking off; unset it")
-    data_dir = Path("data") / cfg.dataset
-    meta = load_meta(data_dir)
+    data = Dataset.load(Path("data") / cfg.dataset)
     model, ckpt = load_matching_checkpoint(out.checkpoint, cfg, name, params_file)
     if ckpt["mlflow_run_id"] is not None:
         raise tracking.TrackingError(f"{out.checkpoint} is already logged in MLflow run {ckpt['mlflow_run_id']}")
@@ -127,12 +133,12 @@ def log_trained(name: str, cfg: ModelConfig, params_file: str) -> str:
         raise TrainError(f"{out.curves} and {out.timing} do not hold epochs 0 to {cfg.epochs - 1} of "
                          f"{out.checkpoint}'s training; run the train stage again")
     summary = json.loads(out.summary.read_text())
-    example = input_example(data_dir, meta)
+    example = input_example(data)
     tags = tracking.trained_run_tags(name, cfg.dataset, summary)
     with tracking.model_run(name, params=flatten(cfg), tags=tags) as run:
         run.rerun = f"rerun `python stages/train.py {name} --log-trained`"
         run.log_missing_epochs(curves, timings)  # all of them: the run is new
-        run.log_training(summarize(model, tuple(meta["input_shape"])).to_text("markdown"),
+        run.log_training(summarize(model, tuple(data.meta["input_shape"])).to_text("markdown"),
                          [out.curves, out.timing], model, example)
     if run.pending:
         raise tracking.TrackingError(f"MLflow run {run.run_id} is incomplete (marked FAILED); "
@@ -155,8 +161,11 @@ def main() -> int:
     try:
         cfg = load_model_config(args.params, name)
         message = log_trained(name, cfg, args.params) if args.log_trained else train_and_track(name, cfg)
-    except (ConfigError, DataError, TrainError, tracking.TrackingError) as e:
+    except (ConfigError, DataError, FileProblem, TrainError, tracking.TrackingError) as e:
         print(f"train@{name}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a disk that fills up or goes away while training
+        print(f"train@{name}: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, tracking.Terminated):
         state = resume_path(name)

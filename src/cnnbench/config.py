@@ -8,6 +8,7 @@ Model entries inherit the ``defaults:`` section and override only what differs.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,7 +21,10 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a YAML true is not the integer 1 nor 2.5 the integer 2 (a float field still
+    # takes an integer); no NaN or infinity, which would pass the range checks or turn the
+    # learning rate into NaN
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Optimizer(_Strict):
@@ -93,7 +97,7 @@ class ModelConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0, lt=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     augment: Augment = Augment()
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: bf16 autocast on CUDA, fp32 on the CPU (where bf16 is slow and CPU runs
     # are meant to be bit-reproducible)
@@ -137,6 +141,32 @@ class Params(_Strict):
     defaults: dict[str, Any] = {}
     models: dict[str, ModelConfig]
     evaluation: dict[str, Evaluation] = {}
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with two differences that make it read params.yaml as DVC
+    does: a key given twice in one mapping is an error (PyYAML keeps the last silently),
+    and 1e-3 is a number (YAML 1.2; PyYAML's YAML 1.1 reads it as a string)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key != "<<" and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping (lines {seen[key] + 1} "
+                    f"and {key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+# a model's and a dataset's name become file names (models/<name>.pt) and stage names
+# (train@<name>)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -183,12 +213,16 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         problems += [_describe(err) for err in e.errors()]
     # names are checked on the raw entries, so they are reported with the other problems
     datasets = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    for section, names in (("datasets", datasets), ("models", models)):
+        problems += [f"{section}.{name}: a name becomes file and stage names: use letters, digits, "
+                     f"'_', '-' and '.' only, starting with a letter or digit"
+                     for name in names if not NAME.match(str(name))]
     for name, ds in datasets.items():
         if isinstance(ds, dict) and ds.get("source") == "torchvision" and name not in DATASETS:
             problems.append(f"datasets.{name}: {name!r} is not a built-in dataset "
                             f"({', '.join(DATASETS)}); declare it with source: npz")
     known_archs = list_models()
-    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
     for name, entry in models.items():
         if not isinstance(entry, dict):
             continue
@@ -212,7 +246,15 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; run from the project root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} on line {line}); "
+                          f"save it as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_ParamsLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -369,11 +369,39 @@ def _npz_arrays(path: Path, sha256: str) -> tuple[dict, list[str] | None]:
     splits = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) != len(y):
+        if y.ndim == 2 and y.shape[1:] == (1,):
+            y = y[:, 0]  # Keras's load_data() gives labels as N,1
+        if x.dtype != np.uint8 or x.ndim not in (3, 4) or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{path}: x_{split} must be uint8 images N,H,W or N,H,W,C with one "
-                            f"label each; got {x.dtype} {x.shape} and {len(y)} labels.")
+                            f"label each in y_{split}; got {x.dtype} {x.shape} and labels {y.shape}.")
+        if len(y) == 0:
+            raise DataError(f"{path}: the {split} split is empty; it needs at least one image.")
+        if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{path}: y_{split} holds {y.dtype} values; labels are class indices: "
+                            f"store them as integers (e.g. y.astype(np.int64)).")
         splits[split] = (x, y)
+    if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
+        raise DataError(f"{path}: the train images are {splits['train'][0].shape[1:]} and the test "
+                        f"images {splits['test'][0].shape[1:]}; both splits need one image shape.")
+    _check_labels(path, splits, classes)
     return splits, classes
+
+
+def _check_labels(path: Path, splits: dict, classes: list[str] | None) -> None:
+    """Labels are 0 .. classes-1, and each class has one name, used once."""
+    if classes is not None:
+        if not classes or len(set(classes)) != len(classes) or "" in classes:
+            raise DataError(f"{path}: classes must be distinct, non-empty names, one per class; "
+                            f"got {classes}.")
+    for split, (_, y) in splits.items():
+        low, high = int(y.min()), int(y.max())
+        if low < 0:
+            raise DataError(f"{path}: y_{split} holds the label {low}; labels count classes "
+                            f"from 0.")
+        if classes is not None and high >= len(classes):
+            raise DataError(f"{path}: y_{split} holds the label {high}, but classes names "
+                            f"{len(classes)} classes (labels 0 to {len(classes) - 1}); name every "
+                            f"class in classes, in label order.")
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -430,15 +458,68 @@ def prepare(name: str, out_dir: Path, npz: Path | None = None, sha256: str | Non
 
 # --- loading --------------------------------------------------------------------------
 
+def _restore(data_dir: Path) -> str:
+    """How a damaged prepared dataset comes back."""
+    return (f"restore it with `dvc checkout {data_dir}`, or build it again with "
+            f"`dvc repro download@{Path(data_dir).name}`")
+
+
 def load_meta(data_dir: Path) -> dict:
+    """meta.json of a prepared dataset, checked for what the stages read from it."""
     path = Path(data_dir) / "meta.json"
     if not path.is_file():
         raise DataError(f"{path} does not exist: the dataset has not been prepared. "
                         f"Run `dvc repro download@{Path(data_dir).name}` first.")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        classes, shape, splits = meta["classes"], meta["input_shape"], meta["splits"]
+        ok = (len(classes) >= 1 and len(shape) == 3 and len(meta["mean"]) == len(meta["std"]) == shape[0]
+              and all(isinstance(splits[s]["count"], int) and len(splits[s]["images_sha256"]) == 64
+                      for s in ("train", "test")))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        ok, why = False, f"{type(e).__name__}: {e}"
+    else:
+        why = "its classes, input_shape, mean, std or splits do not fit together"
+    if not ok:
+        raise DataError(f"{path} is damaged ({why}); {_restore(data_dir)}.")
+    return meta
 
 
-def load_split(data_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images N,C,H,W, int64 labels) of a prepared split."""
-    blob = torch.load(Path(data_dir) / f"{split}.pt", weights_only=True)
-    return blob["images"], blob["labels"]
+def load_split(data_dir: Path, split: str, meta: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images N,C,H,W, int64 labels) of a prepared split, checked byte for byte
+    against the digests in meta.json (``meta``, read when not given)."""
+    meta = meta or load_meta(data_dir)
+    path = Path(data_dir) / f"{split}.pt"
+    try:
+        blob = torch.load(path, weights_only=True)
+        images, labels = blob["images"], blob["labels"]
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; {_restore(data_dir)}.") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
+        # only the type: torch's own message advises weights_only=False, unsafe for any file
+        raise DataError(f"{path} is damaged (torch cannot load it: {type(e).__name__}); "
+                        f"{_restore(data_dir)}.") from None
+    expected = meta["splits"][split]
+    if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)
+            and images.dtype == torch.uint8 and list(images.shape[1:]) == meta["input_shape"]
+            and labels.dtype == torch.int64 and labels.shape == (expected["count"],) == images.shape[:1]
+            and tensor_sha256(images) == expected["images_sha256"]
+            and tensor_sha256(labels) == expected["labels_sha256"]):
+        raise DataError(f"{path} is not the {split} split that {Path(data_dir) / 'meta.json'} "
+                        f"describes (its images or labels differ); {_restore(data_dir)}.")
+    return images, labels
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prepared dataset, read once and checked: its meta and both splits."""
+
+    path: Path
+    meta: dict
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Dataset:
+        meta = load_meta(data_dir)
+        return cls(Path(data_dir), meta, load_split(data_dir, "train", meta), load_split(data_dir, "test", meta))

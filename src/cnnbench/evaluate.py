@@ -7,22 +7,22 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cnnbench.data import load_split
 from cnnbench.loader import DeviceSplit
 from cnnbench.summary import count_params
 from cnnbench.train import EVAL_BATCH, evaluate_split
 
 
-def evaluate_model(model: torch.nn.Module, ckpt: dict, data_dir: Path, flip: bool = False):
+def evaluate_model(model: torch.nn.Module, ckpt: dict, test: tuple[torch.Tensor, torch.Tensor],
+                   flip: bool = False):
     """(metrics, predictions, (images, labels), classes) of a model loaded by
-    ``load_checkpoint`` on the test split in ``data_dir``.
+    ``load_checkpoint`` on the ``test`` split (images, labels).
 
     With ``flip``, the predictions (and test_acc, errors, per-class accuracy) average
     each image with its mirror image; test_acc_single_pass and test_loss stay those of
     the plain forward pass, so the two can be compared.
     """
     device = next(model.parameters()).device
-    images, labels = load_split(data_dir, "test")
+    images, labels = test
     split = DeviceSplit(images, labels, ckpt["mean"], ckpt["std"], device)
     loss, single_pass_acc, pred = evaluate_split(model, split)
     if flip:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from cnnbench.archive import ARCHIVE, kept_run_ids
 from cnnbench.config import ModelConfig
+from cnnbench.files import read_json
 
 
 def _verdict(value, op: str, limit, fmt=str) -> str:
@@ -68,8 +68,11 @@ def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tupl
         if not (eval_json.is_file() and train_json.is_file()):
             missing.append(name)
             continue
-        rows.append(leaderboard_row(name, cfg, json.loads(eval_json.read_text()),
-                                    json.loads(train_json.read_text()), kept))
+        evaluation = read_json(eval_json, f"restore it with `git checkout {eval_json}` or rerun "
+                                          f"`dvc repro evaluate@{name}`")
+        training = read_json(train_json, f"restore it with `git checkout {train_json}` or rerun "
+                                         f"`dvc repro train@{name}`")
+        rows.append(leaderboard_row(name, cfg, evaluation, training, kept))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame = frame.sort_values(["dataset", "test_acc_pct"], ascending=[True, False], ignore_index=True)
     return frame, missing

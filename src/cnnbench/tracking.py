@@ -89,8 +89,17 @@ def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
 def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
     """Fail now, before any training, when a tracking server does not answer."""
     uri = uri or tracking_uri()
-    scheme = urllib.parse.urlsplit(uri).scheme
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme
+    if scheme == "sqlite" and not (uri.startswith("sqlite:///") and len(uri) > len("sqlite:///")):
+        raise TrackingError(f"MLFLOW_TRACKING_URI {redact(uri)!r} is not a SQLite URI MLflow can "
+                            f"open; write sqlite:///relative/path.db or sqlite:////absolute/path.db")
     if scheme in ("http", "https"):
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise TrackingError(f"MLFLOW_TRACKING_URI {redact(uri)!r} has a port that is not a "
+                                f"number; write {scheme}://host:5000") from None
         clean, user, password = split_credentials(uri)
         request = urllib.request.Request(clean.rstrip("/") + "/health")
         if user is not None:
@@ -155,11 +164,30 @@ def trained_run_tags(model_name: str, dataset: str, train_summary: dict) -> dict
 def connect():
     """mlflow, pointed at the tracking store and the experiment (created on first use);
     a server that does not answer fails here, with the URI in the message. The project's
-    own store, when new, starts with the runs kept in metrics/mlruns/ (archive.py)."""
-    import mlflow
-
+    own store, when new, starts with the runs kept in metrics/mlruns/ (archive.py). Any
+    store MLflow cannot open (a missing driver, a malformed URI) is one TrackingError."""
     uri = tracking_uri()
     check_reachable(uri)
+    try:
+        return _connect(uri)
+    except TrackingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a store that cannot be opened fails in many ways
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        secret = split_credentials(uri)[2] or urllib.parse.urlsplit(uri).password
+        if secret:
+            reason = reason.replace(secret, "***")
+        if isinstance(e, ImportError):
+            reason = f"the database driver is not installed: {reason}; pip install it"
+        raise TrackingError(f"MLflow cannot open the tracking store {redact(uri)} ({type(e).__name__}: "
+                            f"{reason}). Fix MLFLOW_TRACKING_URI (sqlite:///path/to/mlflow.db, "
+                            f"http://host:5000, postgresql://...) or unset it to use the project's "
+                            f"own store") from None
+
+
+def _connect(uri: str):
+    import mlflow
+
     # fail fast inside a call and let ModelRun retry later, instead of mlflow's own
     # retries blocking training for minutes while a server is away
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -334,8 +362,13 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
     try:
         yield run
     except BaseException as e:
-        # Ctrl-C or SIGTERM: KILLED, and a rerun resumes this same run; anything else FAILED
+        # Ctrl-C or SIGTERM: KILLED, and a rerun resumes this same run; anything else FAILED,
+        # with the cause in the run's description (the note MLflow's UI shows) and a tag
         killed = isinstance(e, (KeyboardInterrupt, Terminated))
+        if not killed:
+            cause = f"{type(e).__name__}: {e}"[:5000]
+            run.log("the cause of the failure", lambda: mlflow.set_tags(
+                {"failure": cause, "mlflow.note.content": f"Failed: {cause}"}))
         run.close("KILLED" if killed else "FAILED")
         raise
     else:

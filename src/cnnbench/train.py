@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cnnbench.config import ModelConfig, Schedule
-from cnnbench.data import load_meta, load_split
+from cnnbench.data import Dataset
 from cnnbench.loader import DeviceSplit
 from cnnbench.models import create_model
 from cnnbench.models.keras import apply_keras_defaults
@@ -74,8 +74,8 @@ def preflight(cfg: ModelConfig, meta: dict, strict_budgets: bool = False) -> lis
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but no CUDA GPU is available; "
-                           "use device: auto or cpu")
+        raise TrainError("device: cuda was requested but torch sees no CUDA GPU here; "
+                         "use device: auto (the GPU where there is one) or cpu")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
@@ -237,15 +237,19 @@ def fingerprint(cfg: ModelConfig, meta: dict) -> str:
 
 
 def read_resume_state(path: Path, cfg: ModelConfig, meta: dict) -> dict | None:
-    """The state saved at ``path`` when it belongs to this config and data. A state
-    from another config (or an unreadable one) is deleted: that run starts fresh."""
+    """The state saved at ``path`` when it belongs to this config and data. A state from
+    another config is deleted: that run starts fresh. One that cannot be read is a
+    TrainError: it is written atomically, so it was damaged afterwards, and deciding to
+    throw its epochs away is the user's."""
     if not path.is_file():
         return None
     try:
         state = torch.load(path, weights_only=True)
-    except Exception:  # noqa: BLE001 - a torn or foreign file is no state to resume
-        state = {}
-    if state.get("fingerprint") != fingerprint(cfg, meta):
+        saved_for = state["fingerprint"]
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
+        raise TrainError(f"{path}, the state saved after the last finished epoch, is damaged "
+                         f"({type(e).__name__}); delete it to train from the first epoch") from None
+    if saved_for != fingerprint(cfg, meta):
         path.unlink()
         return None
     return state
@@ -269,10 +273,14 @@ class TrainResult:
                 "final_test_acc": self.curves[-1]["test_acc"], "device": self.device}
 
 
-def train(cfg: ModelConfig, data_dir: Path,
+class Diverged(TrainError):
+    """The loss stopped being a finite number."""
+
+
+def train(cfg: ModelConfig, data: Dataset | Path,
           on_epoch: Callable[[dict, dict], None] | None = None,
           progress: bool = True, resume: Resume | None = None) -> TrainResult:
-    """Train ``cfg`` on the dataset in ``data_dir``; ``on_epoch(curve_row, timing_row)``
+    """Train ``cfg`` on ``data`` (or the dataset in that folder); ``on_epoch(curve_row, timing_row)``
     is called after every epoch, with the results and the (non-deterministic) timings
     kept apart so that results are byte-identical between runs on the CPU.
 
@@ -280,18 +288,22 @@ def train(cfg: ModelConfig, data_dir: Path,
     continued from; the run ends as an uninterrupted one would, and removes the state.
 
     ``progress``: a live bar on a terminal; where stdout is not one (a log file, CI), one
-    plain line per epoch instead, which a log keeps and a bar does not."""
-    meta = load_meta(data_dir)
+    plain line per epoch instead, which a log keeps and a bar does not.
+
+    A loss that is not finite at the end of an epoch raises Diverged, before that epoch
+    is recorded or saved."""
+    data = data if isinstance(data, Dataset) else Dataset.load(data)
+    meta = data.meta
     device = resolve_device(cfg.device)
     accel = Accel.for_config(cfg, device)
     seed_everything(cfg.seed)
     model, train_model = accel.prepare(build_model(cfg, len(meta["classes"])))
 
-    train_images, train_labels = load_split(data_dir, "train")
+    train_images, train_labels = data.train
     if cfg.train_limit:
         train_images, train_labels = train_images[:cfg.train_limit], train_labels[:cfg.train_limit]
     train_split = DeviceSplit(train_images, train_labels, meta["mean"], meta["std"], device)
-    test_split = DeviceSplit(*load_split(data_dir, "test"), meta["mean"], meta["std"], device)
+    test_split = DeviceSplit(*data.test, meta["mean"], meta["std"], device)
 
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
@@ -351,6 +363,11 @@ def train(cfg: ModelConfig, data_dir: Path,
             row = {"epoch": epoch, "train_loss": round(loss_sum.item() / len(train_split), 6),
                    "train_acc": round(correct.item() / len(train_split), 6),
                    "test_loss": round(test_loss, 6), "test_acc": round(test_acc, 6), "lr": lr}
+            if not all(math.isfinite(v) for v in (row["train_loss"], row["test_loss"], lr)):
+                raise Diverged(
+                    f"training diverged in epoch {epoch + 1}: train loss {row['train_loss']}, test "
+                    f"loss {row['test_loss']} at learning rate {lr:g}. Nothing of this epoch is kept "
+                    f"and no model is written; lower optimizer.lr or change the schedule, then rerun")
             timing = {"epoch": epoch, "seconds": round(time.perf_counter() - start, 3),
                       "train_images_per_s": round(len(train_split) / train_seconds, 1)}
             bar.update(task, description=f"epoch {epoch + 1}/{cfg.epochs} test acc {test_acc:.4f}")
@@ -426,14 +443,33 @@ def save_checkpoint(path: Path, model: nn.Module, cfg: ModelConfig, meta: dict,
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    cfg = ModelConfig.model_validate(ckpt["config"])
-    model = build_model(cfg, len(ckpt["classes"]))
+    """The model saved by ``save_checkpoint`` and the checkpoint; a missing, damaged or
+    foreign file is a TrainError saying how to get the right one."""
+    name = Path(path).stem
+    fix = f"restore it with `dvc checkout {path}`, or train it again with `dvc repro train@{name}`"
+    if not Path(path).is_file():
+        raise TrainError(f"{path} does not exist: train the model first (`dvc repro train@{name}`), "
+                         f"or restore it with `dvc checkout {path}`")
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        missing = {"state_dict", "config", "classes", "input_shape", "mean", "std", "mlflow_run_id"} - set(ckpt)
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+        cfg = ModelConfig.model_validate(ckpt["config"])
+        classes, weights = list(ckpt["classes"]), dict(ckpt["state_dict"])
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
+        # only the type: torch's own message advises weights_only=False, unsafe for any file
+        raise TrainError(f"{path} is not a readable cnnbench checkpoint ({type(e).__name__}); {fix}") from None
+    model = build_model(cfg, len(classes))
+    try:
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise TrainError(f"{path} does not hold weights of arch {cfg.arch!r} "
-                         f"({str(e).splitlines()[0]}); retrain it with `dvc repro --force`.") from e
+                         f"({str(e).splitlines()[0]}); {fix}") from None
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise TrainError(f"{path} holds non-finite weights (NaN or infinity in {', '.join(bad[:3])}); "
+                         f"{fix}")
     return model.to(device, memory_format=torch.channels_last).eval(), ckpt
 
 
