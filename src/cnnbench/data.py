@@ -416,11 +416,12 @@ def prepare(name: str, out_dir: Path, npz: Path | None = None, sha256: str | Non
     a failure leaves nothing that a later stage could mistake for good data.
     """
     out_dir = Path(out_dir)
+    # a local file is checked before anything is written
+    arrays, classes = _npz_arrays(Path(npz), sha256 or "") if npz is not None else (None, None)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         if npz is not None:
-            arrays, classes = _npz_arrays(Path(npz), sha256 or "")
             splits = {split: _to_tensors(*a) for split, a in arrays.items()}
             n_classes = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
             classes = classes or [str(i) for i in range(n_classes)]
