@@ -205,14 +205,18 @@ def test_values_that_would_crash_later_are_refused_together(project):
     _edit_params(project, optimizer={"lr": float("nan")}, schedule={"name": "inverse_time", "decay": float("inf")},
                  epochs=True, seed=2**70)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["models"]["my model"] = params["models"][MODEL]
+    params["models"]["my model"] = {"arch": "nope", "dataset": "nope", "epochs": 0, "batch_size": -1}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    refused(project, "train", MODEL, expect=[
-        f"models.{MODEL}.optimizer.lr: input should be a finite number (got nan)",
-        f"models.{MODEL}.schedule.decay: input should be a finite number (got inf)",
-        f"models.{MODEL}.epochs: input should be a valid integer (got True)",
-        f"models.{MODEL}.seed: input should be less than or equal to 4294967295",
-        "models.my model: a name becomes file and stage names"])
+    for name in ("train", "evaluate"):
+        refused(project, name, MODEL, expect=[
+            f"models.{MODEL}.optimizer.lr: input should be a finite number (got nan)",
+            f"models.{MODEL}.schedule.decay: input should be a finite number (got inf)",
+            f"models.{MODEL}.epochs: input should be a valid integer (got True)",
+            f"models.{MODEL}.seed: input should be less than or equal to 4294967295",
+            "models.my model: a name becomes file and stage names",
+            "models.my model.epochs: input should be greater than or equal to 1 (got 0)",
+            "models.my model.batch_size: input should be greater than or equal to 1 (got -1)",
+            "models.my model.arch: 'nope' is not one of", "models.my model.dataset: 'nope' is not one of mnist"])
 
 
 def test_a_key_given_twice_and_a_file_not_in_utf8_are_refused(project):
@@ -222,6 +226,8 @@ def test_a_key_given_twice_and_a_file_not_in_utf8_are_refused(project):
                                             "key 'seed' is given twice in one mapping"])
     (project / "params.yaml").write_bytes(("# café\n" + text).encode("latin-1"))
     refused(project, "evaluate", MODEL, expect=["params.yaml is not UTF-8 text (byte 0xe9 on line 1)"])
+    (project / "params.yaml").write_text(text + "  oops: [\n")
+    refused(project, "train", MODEL, expect=["params.yaml is not valid YAML at line"])
 
 
 def test_exponent_numbers_read_as_numbers_as_dvc_reads_them(tmp_path):

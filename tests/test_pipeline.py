@@ -256,3 +256,29 @@ def test_flip_tta_reruns_only_the_evaluation_and_keeps_the_plain_accuracy(projec
     runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id],
                               "tags.test_time_aug = 'flip'")
     assert len(runs) == 1 and runs[0].data.metrics["final_test_acc"] == flipped["test_acc"]
+
+
+def test_outputs_dvc_deleted_before_a_refusing_stage_come_back_as_the_readme_says(project, tmp_path):
+    """`dvc repro` deletes a stage's outputs before it runs the stage; when the stage then
+    refuses its input, the README's commands (`dvc checkout`, `git checkout metrics/`)
+    bring back every output, and the pipeline is up to date again."""
+    import shutil
+
+    root, env, _, _ = project
+    work = tmp_path / "work"  # a copy, so that the module's project stays as it was
+    shutil.copytree(root, work, symlinks=True)
+    good = (work / "params.yaml").read_text()
+    params = yaml.safe_load(good)
+    params["models"]["seed002_mnist"]["optimizer"] = {"lr": float("nan")}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = run(["dvc", "repro", "train@seed002_mnist"], work, env, check=False)
+    assert failed.returncode != 0
+    assert "models.seed002_mnist.optimizer.lr: input should be a finite number (got nan)" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    outputs = ["models/seed002_mnist.pt", "metrics/train/seed002_mnist.json", "metrics/curves/seed002_mnist.csv"]
+    assert not any((work / path).exists() for path in outputs)  # DVC deleted them first
+    (work / "params.yaml").write_text(good)
+    run(["dvc", "checkout", "train@seed002_mnist"], work, env)
+    run(["git", "checkout", "metrics/"], work, env)
+    assert all((work / path).is_file() for path in outputs)
+    assert json.loads(run(["dvc", "status", "--json"], work, env).stdout) == {}
