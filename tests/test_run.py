@@ -143,3 +143,18 @@ def test_demo_runs_every_model_as_an_experiment_and_leaves_main_alone(tmp_path, 
     for r in runs:
         assert r.info.status == "FINISHED" and r.data.tags["dvc_exp_name"] == name
         assert (r.data.params["epochs"], r.data.params["train_limit"]) == ("1", "1000")
+
+
+def test_a_bad_params_file_stops_make_run_before_dvc(trained, tmp_path):
+    """DVC's own reading of a key given twice is a traceback; `cnnbench run` and `plan`
+    check params.yaml first and say what is wrong, before any pull or stage."""
+    root, env, _ = trained
+    work = tmp_path / "work"  # a copy, so that the module's project stays as it was
+    shutil.copytree(root, work, symlinks=True)
+    text = (work / "params.yaml").read_text()
+    (work / "params.yaml").write_text(text.replace("  seed: 0\n", "  seed: 0\n  seed: 1\n", 1))
+    for command in ("run", "plan"):
+        proc = run(["cnnbench", command], work, env, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "key 'seed' is given twice in one mapping" in proc.stderr
+        assert "Running stage" not in proc.stdout and "Pulling" not in proc.stdout

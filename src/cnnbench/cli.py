@@ -101,6 +101,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     from cnnbench.config import ConfigError
     from cnnbench.plan import plan
     from cnnbench.tracking import project_root
+    from cnnbench.train import TrainError
 
     root = project_root()
     try:
@@ -108,7 +109,7 @@ def _pipeline(args: argparse.Namespace) -> int:
             print(plan(root))
             return 0
         return pipeline.run(root, args.dvc_args) if args.command == "run" else pipeline.demo(root)
-    except ConfigError as e:
+    except (ConfigError, TrainError) as e:  # TrainError: device: cuda where there is no GPU
         print(f"cnnbench: error: {e}", file=sys.stderr)
         return 1
 

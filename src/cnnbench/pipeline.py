@@ -32,6 +32,7 @@ def default_remote(root: Path) -> str | None:
 
 def run(root: Path, extra: list[str]) -> int:
     """`dvc repro` with ``extra`` arguments, after a pull from the default remote."""
+    load_params(root / "params.yaml")  # a bad params.yaml stops here, before any pull
     remote = default_remote(root)
     if remote:
         print(f"Pulling what the DVC remote {remote!r} has, so that nothing it holds is rebuilt:", flush=True)

@@ -84,11 +84,12 @@ def _epochs_done(resume_state: Path) -> int:
 
 
 def plan(root: Path, params: str = "params.yaml") -> str:
-    """The plan as text: every stage to run, and each training's device and time."""
+    """The plan as text: every stage to run, and each training's device and time.
+    params.yaml is checked first: DVC's own reading of a bad one is a traceback."""
+    models = load_params(root / params).models
     stages = stages_to_run(root)
     if not stages:
         return "dvc repro: everything is up to date; nothing to run."
-    models = load_params(root / params).models
     lines = [f"dvc repro will run {len(stages)} stage(s):"]
     total, unknown = 0.0, []
     for stage in stages:
