@@ -1,5 +1,6 @@
 """dvc.yaml stays in step with params.yaml."""
 
+import pytest
 import yaml
 
 from conftest import REPO
@@ -35,3 +36,62 @@ def test_train_depends_on_every_shared_model_module():
     deps = set(DVC["stages"]["train"]["do"]["deps"])
     listed = {d.rsplit("/", 1)[1][:-3] for d in deps if d.startswith("src/cnnbench/models/")}
     assert listed == {*SHARED_MODULES, "__init__", "${item.arch}"}
+
+
+# Modules a stage imports that are not its dependencies, and why.
+NOT_DEPENDENCIES = {
+    # only talks to MLflow: a change to logging must not rerun hours of training
+    "src/cnnbench/tracking.py",
+}
+SRC = REPO / "src"
+
+
+def _imported_files(path):
+    """The files of src/cnnbench that ``path`` imports, at the top or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] != "cnnbench":
+                continue
+            base = SRC.joinpath(*name.split("."))
+            for candidate in (base / "__init__.py", base.with_suffix(".py")):
+                if candidate.is_file():
+                    found.add(candidate)
+                    break
+    return found
+
+
+def import_closure(script):
+    """The script and every file of src/cnnbench it imports, directly or not, with the
+    package __init__ files that importing them runs, less NOT_DEPENDENCIES. The
+    architecture modules, which the registry imports by name, are not in it."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        rel = path.relative_to(REPO).as_posix()
+        if rel in seen or rel in NOT_DEPENDENCIES:
+            continue
+        seen.add(rel)
+        todo += _imported_files(path)
+        if SRC in path.parents:
+            todo += [p / "__init__.py" for p in path.parents if SRC in p.parents]
+    return seen
+
+
+@pytest.mark.parametrize("stage", ["download", "train", "evaluate", "report"])
+def test_each_stage_depends_on_exactly_the_code_it_runs(stage):
+    body = DVC["stages"][stage].get("do", DVC["stages"][stage])
+    code = {d for d in body["deps"] if d.endswith(".py")}
+    expected = import_closure(REPO / "stages" / f"{stage}.py")
+    if stage in ("train", "evaluate"):  # and the model's own architecture
+        expected.add("src/cnnbench/models/${item.arch}.py")
+    assert not expected - code, f"{stage}: dvc.yaml lacks {sorted(expected - code)}"
+    assert not code - expected, f"{stage}: dvc.yaml lists {sorted(code - expected)}, which it does not run"
