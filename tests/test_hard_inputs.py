@@ -264,6 +264,11 @@ def test_malformed_tracking_uris_of_accepted_schemes(monkeypatch, tmp_path, uri,
         tracking.connect()
 
 
+def test_an_odd_tracking_setting_stops_before_the_run_opens(project):
+    refused(project, "train", MODEL, CNNBENCH_TRACKING_RETRY_S="two minutes",
+            expect=["CNNBENCH_TRACKING_RETRY_S='two minutes' is not a number of seconds"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="device: cuda is valid where torch sees a GPU")
 def test_device_cuda_without_a_gpu_stops_before_the_run_opens(project):
     _edit_params(project, device="cuda")

@@ -348,11 +348,12 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
     if not enabled():
         yield None
         return
+    retry_seconds = _retry_seconds()
     mlflow = connect()
     if run_id:
         _require_run(run_id, model_name)
     run = ModelRun(mlflow.start_run(run_id=run_id, run_name=None if run_id else model_name),
-                   retry_seconds=float(os.environ.get("CNNBENCH_TRACKING_RETRY_S", "120")))
+                   retry_seconds=retry_seconds)
     if params:
         flat = {k: ("" if v is None else v) for k, v in params.items()}
         run.log("params", lambda: mlflow.log_params(flat))
@@ -376,6 +377,19 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _retry_seconds() -> float:
+    """CNNBENCH_TRACKING_RETRY_S: how long a run's end waits for a server that went away."""
+    value = os.environ.get("CNNBENCH_TRACKING_RETRY_S", "120")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise TrackingError(f"CNNBENCH_TRACKING_RETRY_S={value!r} is not a number of seconds; "
+                            f"set it to e.g. 120, or unset it")
+    return seconds
 
 
 def _require_run(run_id: str, model_name: str) -> None:
