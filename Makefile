@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install run demo plan test lint bench mlflow-ui clean
-# Offline, the data comes from a mirror of the official files (README, "No internet?"):
+# Offline, the data comes from a mirror of the official files (README, "Data"):
 # ../shared/datasets beside the clone when it is there and CNNBENCH_DATA_MIRROR is unset.
 SHARED_DATASETS := $(abspath $(CURDIR)/../shared/datasets)
 ifeq ($(CNNBENCH_DATA_MIRROR),)
