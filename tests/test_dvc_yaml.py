@@ -1,4 +1,4 @@
-"""dvc.yaml stays in step with params.yaml."""
+"""dvc.yaml stays in step with params.yaml and with the code its stages run."""
 
 import pytest
 import yaml
@@ -95,3 +95,24 @@ def test_each_stage_depends_on_exactly_the_code_it_runs(stage):
         expected.add("src/cnnbench/models/${item.arch}.py")
     assert not expected - code, f"{stage}: dvc.yaml lacks {sorted(expected - code)}"
     assert not code - expected, f"{stage}: dvc.yaml lists {sorted(code - expected)}, which it does not run"
+
+
+def test_no_module_of_the_package_imports_itself_through_others():
+    """An import loop (even one hidden in a function's lazy import) ties two concerns
+    together: neither can be read, changed or imported without the other."""
+    modules = sorted((SRC / "cnnbench").rglob("*.py"))
+    graph = {path: _imported_files(path) - {path} for path in modules}
+
+    def loop_from(start):
+        stack = [(start, [start])]
+        while stack:
+            path, trail = stack.pop()
+            for nxt in graph.get(path, ()):
+                if nxt == start:
+                    return [p.relative_to(SRC).as_posix() for p in [*trail, start]]
+                if nxt not in trail:
+                    stack.append((nxt, [*trail, nxt]))
+        return None
+
+    loops = [loop for loop in map(loop_from, modules) if loop]
+    assert not loops, loops

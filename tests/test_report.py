@@ -20,7 +20,7 @@ def test_leaderboard_judges_budgets_and_marks_recovered_data(tmp_path):
     models = load_params(REPO / "params.yaml").models
     write_metrics(tmp_path, "sep_cifar_94k", 0.9012, 9977, 93861, flip_from=0.8975, run_id="c59f5879ab")
     write_metrics(tmp_path, "seed001_sep", 0.8311, 10000, 80629)
-    kept = tmp_path / "mlruns" / "1" / "c59f5879ab"  # the run kept in git (archive.py)
+    kept = tmp_path / "mlruns" / "1" / "c59f5879ab"  # the run kept in git (runs.py)
     kept.mkdir(parents=True)
     (kept / "meta.yaml").write_text("run_id: c59f5879ab\n")
     frame, missing = build_leaderboard(models, tmp_path)

@@ -46,8 +46,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _seeds(args: argparse.Namespace) -> int:
-    from cnnbench.runs import seed_spread, write_curves
-    from cnnbench.tracking import TrackingError
+    from cnnbench.seeds import seed_spread, write_curves
+    from cnnbench.store import TrackingError
 
     try:
         runs, recipes = seed_spread(args.model)
@@ -66,8 +66,8 @@ def _seeds(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from cnnbench.archive import ARCHIVE, export_runs, leaderboard_runs, park, restore
-    from cnnbench.tracking import TrackingError, project_root, redact, tracking_uri
+    from cnnbench.runs import export_runs, leaderboard_runs, park
+    from cnnbench.store import ARCHIVE, TrackingError, project_root, redact, restore, tracking_uri
 
     try:
         if args.action == "park":
@@ -100,7 +100,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     from cnnbench import pipeline
     from cnnbench.config import ConfigError
     from cnnbench.plan import plan
-    from cnnbench.tracking import project_root
+    from cnnbench.store import project_root
     from cnnbench.train import TrainError
 
     root = project_root()

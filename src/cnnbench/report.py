@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cnnbench.archive import ARCHIVE, kept_run_ids
 from cnnbench.config import ModelConfig
 from cnnbench.files import read_json
+from cnnbench.store import ARCHIVE, kept_run_ids
 
 
 def _verdict(value, op: str, limit, fmt=str) -> str:

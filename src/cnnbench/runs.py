@@ -1,108 +1,205 @@
-"""A model's finished MLflow runs side by side: the spread over seeds of one recipe.
+"""MLflow runs kept in git (metrics/mlruns/), so that the runs behind the committed
+figures outlive the machine that made them: ``cnnbench runs export`` and ``park``.
 
-The leaderboard shows one run per model; a claim such as "passes over three seeds" rests
-on several runs (`dvc exp run -S models.<name>.seed=N`). ``seed_spread`` finds them in
-the tracking store, groups those whose params differ in nothing but the seed, and gives
-each group's mean and sample standard deviation of the final test accuracy.
-``write_curves`` writes a run's per-epoch metrics back out in the metrics/curves/ format.
+The tracking store (mlflow.db and mlartifacts/) is git-ignored and lives on one machine;
+a fresh clone, or a reset workspace, has the leaderboard's run ids and no runs. So:
 
-A model's layers are code, not params: runs of different code under one architecture
-name fall in one group, and their ``git_commit`` column is what tells them apart.
+- ``export_runs`` copies runs from the tracking store into ``metrics/mlruns/`` in MLflow's
+  own FileStore layout: plain text a person can read and git can diff (params/, tags/,
+  metrics/ with one "timestamp value step" line per logged value), the run's artifacts and
+  its logged model. A new store is built from that folder by ``store.restore``.
+- ``park`` keeps an unfinished training the same way: its run so far goes into the
+  folder, and its resume state (models/.resume/<model>.pt) is committed beside it, so that
+  a clone on another machine continues the training, in the same run, where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import pandas as pd
+import yaml
 
-from cnnbench.files import write_csv
-from cnnbench.tracking import EXPERIMENT, TrackingError, connect, full_run_id, redact, tracking_uri
-from cnnbench.train import CURVE_COLUMNS
+from cnnbench.store import META, TrackingError, archive_dir, connect, full_run_id, project_root, redact, tracking_uri
 
-RUN_COLUMNS = ["recipe", "run_id", "seed", "epochs", "test_acc", "test_acc_single_pass",
-               "device", "torch_threads", "git_commit", "dvc_exp_name"]
+# where the train stage saves its state after every epoch (stages/train.py)
+RESUME_DIR = Path("models") / ".resume"
 
 
-def _experiment_id() -> str:
-    mlflow = connect()  # the stages' store, credentials and reachability check
-    return mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)).experiment_id
+def leaderboard_runs(metrics_dir: Path) -> dict[str, str]:
+    """{model: run id} of every model trained here (metrics/train/<model>.json)."""
+    runs = {}
+    for path in sorted((metrics_dir / "train").glob("*.json")):
+        run_id = json.loads(path.read_text()).get("mlflow_run_id")
+        if run_id:
+            runs[path.stem] = run_id
+    return runs
 
 
-def finished_runs(model: str) -> pd.DataFrame:
-    """One row per finished run of ``model`` that was evaluated (has final_test_acc)."""
-    import mlflow
-
-    frame = mlflow.search_runs([_experiment_id()], order_by=["attributes.start_time ASC"],
-                               filter_string=f"tags.model = '{model}' and attributes.status = 'FINISHED'")
-    if "metrics.final_test_acc" in frame:
-        frame = frame[frame["metrics.final_test_acc"].notna()].reset_index(drop=True)
-    if frame.empty or "metrics.final_test_acc" not in frame:
-        raise TrackingError(f"no finished, evaluated run of {model!r} in {redact(tracking_uri())}; "
-                            f"train and evaluate it with tracking on (`dvc repro evaluate@{model}`)")
-    return frame
-
-
-def seed_spread(model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, recipes): every run with its recipe number, and per recipe the number of
-    runs and seeds, mean and sample sd of the final test accuracy (percent). Recipe 1 is
-    the one with most runs; each recipe lists the params in which it differs from it."""
-    frame = finished_runs(model)
-    recipe_params = sorted(c for c in frame if c.startswith("params.") and c != "params.seed")
-    keys = frame[recipe_params].fillna("").astype(str).apply(tuple, axis=1)
-    order = keys.value_counts(sort=True).index  # most runs first; ties in first-seen order
-    frame["recipe"] = keys.map({k: i + 1 for i, k in enumerate(order)})
-
-    def get(column: str) -> pd.Series:
-        return frame[column] if column in frame else pd.Series([None] * len(frame))
-
-    runs = pd.DataFrame({
-        "recipe": frame["recipe"],
-        "run_id": frame["run_id"].str[:8],
-        "seed": get("params.seed"),
-        "epochs": get("params.epochs"),
-        "test_acc": (100 * frame["metrics.final_test_acc"]).round(2),
-        "test_acc_single_pass": (100 * get("metrics.test_acc_single_pass").astype(float)).round(2),
-        "device": get("tags.device"),
-        "torch_threads": get("tags.torch_threads").fillna(""),  # unrecorded before 2026-11-25
-        "git_commit": get("tags.git_commit").str[:7],
-        "dvc_exp_name": get("tags.dvc_exp_name").fillna(""),
-    })[RUN_COLUMNS].sort_values("recipe", kind="stable")
-    first = dict(zip(recipe_params, order[0]))
-    recipes = []
-    for number, key in enumerate(order, start=1):
-        acc = runs.loc[runs["recipe"] == number, "test_acc"]
-        seeds = runs.loc[runs["recipe"] == number, "seed"]
-        differs = ", ".join(f"{p[len('params.'):]}={v}" for p, v in zip(recipe_params, key)
-                            if v != first[p])
-        recipes.append({"recipe": number, "runs": len(acc), "seeds": seeds.nunique(),
-                        "mean_test_acc": round(acc.mean(), 2),
-                        "sd_pp": round(acc.std(), 2) if len(acc) > 1 else "",
-                        "min": acc.min(), "max": acc.max(),
-                        "differs_from_recipe_1": differs})
-    return runs, pd.DataFrame(recipes)
-
-
-def run_curves(run_id: str) -> pd.DataFrame:
-    """A run's per-epoch metrics as the train stage writes them (metrics/curves/)."""
+def export_runs(run_ids: list[str], archive: Path | None = None,
+                skip_missing: bool = False) -> tuple[list[str], list[str]]:
+    """Copy ``run_ids`` (full ids, or the 8-character ones the tables print) from the
+    tracking store into ``archive``, replacing earlier copies; returns (the full ids
+    exported, those missing). Every run is looked up before anything is written: one
+    missing is an error naming it, unless ``skip_missing``."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    archive = archive or archive_dir()
     connect()
     client = MlflowClient()
-    run_id = full_run_id(run_id)
-    columns = {}
-    for key in CURVE_COLUMNS[1:]:
-        history = client.get_metric_history(run_id, key)
-        columns[key] = pd.Series({m.step: m.value for m in history}, dtype=float)
-    curves = pd.DataFrame(columns).dropna().rename_axis("epoch").reset_index()
-    if curves.empty:
-        raise TrackingError(f"run {run_id} has no per-epoch metrics")
-    return curves[CURVE_COLUMNS]
+    runs, missing = [], []
+    for run_id in run_ids:
+        try:
+            runs.append(client.get_run(full_run_id(run_id)))
+        except MlflowException:
+            missing.append(run_id)
+    if missing and not skip_missing:
+        raise TrackingError(f"run(s) {', '.join(missing)} not in the tracking store "
+                            f"{redact(tracking_uri())}; `cnnbench seeds <model>` lists the runs it has")
+    with _no_download_bars():
+        for run in runs:
+            _export_run(client, run, archive)
+    return [run.info.run_id for run in runs], missing
 
 
-def write_curves(run_id: str, path: Path) -> int:
-    """Write ``run_id``'s per-epoch metrics to ``path``; returns the number of epochs."""
-    curves = run_curves(run_id)
-    write_csv(path, curves)
-    return len(curves)
+def _export_run(client, run, archive: Path) -> None:
+    experiment = client.get_experiment(run.info.experiment_id)
+    exp_dir = archive / _experiment_folder(archive, experiment.name, experiment.experiment_id)
+    _write_yaml(exp_dir / META, {"experiment_id": exp_dir.name, "name": experiment.name,
+                                 "artifact_location": "", "lifecycle_stage": "active",
+                                 "creation_time": experiment.creation_time,
+                                 "last_update_time": experiment.last_update_time})
+    _replace_dir(exp_dir / run.info.run_id, lambda tmp: _write_run(client, run, tmp, exp_dir.name))
+    for output in run.outputs.model_outputs if run.outputs else []:
+        model = client.get_logged_model(output.model_id)
+        _replace_dir(exp_dir / "models" / model.model_id,
+                     lambda tmp, model=model: _write_model(model, tmp, exp_dir.name))
+
+
+@contextlib.contextmanager
+def _no_download_bars():
+    """MLflow draws a progress bar for every artifact download: a screenful of bars for
+    copies that take milliseconds, where the export prints one summary line. A user's
+    own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR still wins."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        del os.environ[key]
+
+
+def _experiment_folder(archive: Path, name: str, source_id: str) -> str:
+    """The archive's folder of experiment ``name``: the one it has, else the source store's
+    id when free, else the next free number (ids differ between stores; names may not)."""
+    folders = {p.parent.name: yaml.safe_load(p.read_text()).get("name") for p in archive.glob(f"[0-9]*/{META}")}
+    for folder, folder_name in folders.items():
+        if folder_name == name:
+            return folder
+    if source_id not in folders:
+        return source_id
+    return str(max(int(f) for f in folders) + 1)
+
+
+def _write_run(client, run, run_dir: Path, experiment_id: str) -> None:
+    info = run.info
+    _write_yaml(run_dir / META, {
+        "run_id": info.run_id, "run_uuid": info.run_id, "run_name": info.run_name,
+        "experiment_id": experiment_id, "user_id": info.user_id, "status": info.status,
+        "start_time": info.start_time, "end_time": info.end_time,
+        "lifecycle_stage": info.lifecycle_stage, "artifact_uri": ""})
+    _write_values(run_dir / "params", run.data.params)
+    _write_values(run_dir / "tags", run.data.tags)
+    for key in run.data.metrics:
+        history = client.get_metric_history(info.run_id, key)
+        _write_file(run_dir / "metrics" / key, "".join(f"{m.timestamp} {m.value!r} {m.step}\n" for m in history))
+    for output in run.outputs.model_outputs if run.outputs else []:
+        _write_yaml(run_dir / "outputs" / output.model_id / META, {"step": output.step})
+    (run_dir / "artifacts").mkdir()
+    client.download_artifacts(info.run_id, "", str(run_dir / "artifacts"))
+
+
+def _write_model(model, model_dir: Path, experiment_id: str) -> None:
+    import mlflow.artifacts
+
+    _write_yaml(model_dir / META, {
+        "model_id": model.model_id, "experiment_id": experiment_id, "name": model.name,
+        "artifact_location": "", "creation_timestamp": model.creation_timestamp,
+        "last_updated_timestamp": model.last_updated_timestamp, "status": model.status.to_int(),
+        "model_type": model.model_type, "source_run_id": model.source_run_id,
+        "status_message": model.status_message, "lifecycle_stage": "active"})
+    _write_values(model_dir / "params", model.params)
+    _write_values(model_dir / "tags", model.tags)
+    # MLflow 3 links the metrics logged after the model to it too (the run's id on each line)
+    lines: dict[str, str] = {}
+    for m in model.metrics or []:
+        lines[m.key] = lines.get(m.key, "") + f"{m.timestamp} {m.value!r} {m.step} {m.run_id}\n"
+    for key, text in lines.items():
+        _write_file(model_dir / "metrics" / key, text)
+    # the download keeps the location's last folder name (artifacts/ in MLflow's layout)
+    got = Path(mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(model_dir)))
+    if got != model_dir / "artifacts":
+        got.rename(model_dir / "artifacts")
+
+
+def _replace_dir(final: Path, fill) -> None:
+    """Fill a new folder beside ``final`` and swap it in: an export that fails leaves the
+    earlier copy, never half of one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        old = final.with_name(f".{final.name}.old")
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_values(folder: Path, values: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, value in values.items():
+        _write_file(folder / key, str(value))
+
+
+def _write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # keys may hold "/" (FileStore's layout too)
+    path.write_text(text)
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    _write_file(path, yaml.safe_dump(data, sort_keys=True))
+
+
+# --- park: an unfinished training, to continue on another machine --------------------
+
+def park(model: str) -> tuple[Path, int, str | None]:
+    """Export the MLflow run of ``model``'s unfinished training into the archive; returns
+    (its resume state, to commit beside the archive; the epochs it holds; the run id, None
+    where it trained with tracking off). The training may still be running: its state is
+    replaced whole after every epoch, and the run is exported first, so the state committed
+    after it holds at least the run's epochs (a resumed run logs the ones it lacks)."""
+    import torch
+
+    state_path = RESUME_DIR / f"{model}.pt"
+    if not (project_root() / state_path).is_file():
+        raise TrackingError(f"{model} has no unfinished training here ({state_path} does not exist): "
+                            f"it is saved after every epoch of `dvc repro train@{model}` until the end")
+    state = torch.load(project_root() / state_path, weights_only=True)
+    run_id = state["extra"].get("mlflow_run_id")
+    if run_id:
+        export_runs([run_id])
+    return state_path, len(state["curves"]), run_id
+
+
+# --- restore: metrics/mlruns/ -> a new SQLite store -----------------------------------

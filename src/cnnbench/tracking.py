@@ -1,9 +1,7 @@
-"""Everything MLflow: where runs go, one run per model, what each run records.
-
-Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else a SQLite store at the repository
-root (``DVC_ROOT`` when DVC runs us: DVC points it at the real repository even inside
-``dvc exp run --temp`` / ``--queue`` copies, which are deleted afterwards).
-``CNNBENCH_TRACKING=off`` turns tracking off (e.g. on a GPU box without mlflow).
+"""What an MLflow run records: one run per model, its params, tags, per-epoch metrics,
+artifacts and model, and a run that never stops the pipeline when the server goes away.
+Where the runs go is store.py's. ``CNNBENCH_TRACKING=off`` turns tracking off (e.g. on a
+GPU box without mlflow).
 
 mlflow is imported inside the functions: it is slow to import and stages that do not
 track should not pay for it.
@@ -11,110 +9,26 @@ track should not pay for it.
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-EXPERIMENT = "cnnbench"
+# the stages reach the store through this module
+from cnnbench.store import TrackingError, connect, redact, tracking_uri  # noqa: F401
+
 RUN_ID_KEY = "mlflow_run_id"
-
-
-class TrackingError(RuntimeError):
-    pass
 
 
 def enabled() -> bool:
     return os.environ.get("CNNBENCH_TRACKING", "on").lower() not in ("off", "0", "false", "no")
-
-
-def project_root() -> Path:
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"])
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        return Path(top)
-    except (OSError, subprocess.CalledProcessError):
-        return Path.cwd()
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-def artifact_root(db: Path) -> Path:
-    """Where a SQLite store's runs keep their artifacts: beside the database, not in the
-    working directory (a temp copy under dvc exp). New experiments and restored runs both
-    use it."""
-    return (db.parent / "mlartifacts").resolve()
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-
-
-def redact(uri: str) -> str:
-    """The URI without user:password, for messages, params and tags."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
-
-
-def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
-    """``http://user:pw@host`` -> (``http://host``, user, pw). MLflow prints the URI it
-    was given ("View run at ...") and urllib takes user:pw@ for part of the host name, so
-    credentials travel separately: as MLFLOW_TRACKING_USERNAME/PASSWORD, or Basic auth."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or parts.username is None:
-        return uri, None, None  # a database URI keeps its own credentials
-    clean = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    return clean, urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
-
-
-def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
-    """Fail now, before any training, when a tracking server does not answer."""
-    uri = uri or tracking_uri()
-    parts = urllib.parse.urlsplit(uri)
-    scheme = parts.scheme
-    if scheme == "sqlite" and not (uri.startswith("sqlite:///") and len(uri) > len("sqlite:///")):
-        raise TrackingError(f"MLFLOW_TRACKING_URI {redact(uri)!r} is not a SQLite URI MLflow can "
-                            f"open; write sqlite:///relative/path.db or sqlite:////absolute/path.db")
-    if scheme in ("http", "https"):
-        try:
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            raise TrackingError(f"MLFLOW_TRACKING_URI {redact(uri)!r} has a port that is not a "
-                                f"number; write {scheme}://host:5000") from None
-        clean, user, password = split_credentials(uri)
-        request = urllib.request.Request(clean.rstrip("/") + "/health")
-        if user is not None:
-            token = base64.b64encode(f"{user}:{password}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            urllib.request.urlopen(request, timeout=timeout).read()
-        except (urllib.error.URLError, OSError) as e:
-            raise TrackingError(
-                f"the MLflow tracking server at {redact(uri)} cannot be reached "
-                f"({getattr(e, 'reason', e)}). Start it, fix MLFLOW_TRACKING_URI, or unset it "
-                f"to use the local SQLite store.") from e
-    elif scheme not in ("sqlite", "file", "") and not scheme.startswith(("postgresql", "mysql", "databricks")):
-        raise TrackingError(f"MLFLOW_TRACKING_URI {redact(uri)!r} has an unknown scheme "
-                            f"{scheme!r}; use http(s)://host:port or sqlite:///path/to/mlflow.db")
 
 
 def _git(*args: str) -> str:
@@ -159,87 +73,6 @@ def trained_run_tags(model_name: str, dataset: str, train_summary: dict) -> dict
     tags.update({k: str(train_summary.get(k, "unknown"))
                  for k in ("torch_version", "cuda_version", "torch_threads", "cpu")})
     return {**tags, "logged_after_training": "true"}
-
-
-def connect():
-    """mlflow, pointed at the tracking store and the experiment (created on first use);
-    a server that does not answer fails here, with the URI in the message. The project's
-    own store, when new, starts with the runs kept in metrics/mlruns/ (archive.py). Any
-    store MLflow cannot open (a missing driver, a malformed URI) is one TrackingError."""
-    uri = tracking_uri()
-    check_reachable(uri)
-    try:
-        return _connect(uri)
-    except TrackingError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a store that cannot be opened fails in many ways
-        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        secret = split_credentials(uri)[2] or urllib.parse.urlsplit(uri).password
-        if secret:
-            reason = reason.replace(secret, "***")
-        if isinstance(e, ImportError):
-            reason = f"the database driver is not installed: {reason}; pip install it"
-        raise TrackingError(f"MLflow cannot open the tracking store {redact(uri)} ({type(e).__name__}: "
-                            f"{reason}). Fix MLFLOW_TRACKING_URI (sqlite:///path/to/mlflow.db, "
-                            f"http://host:5000, postgresql://...) or unset it to use the project's "
-                            f"own store") from None
-
-
-def _connect(uri: str):
-    import mlflow
-
-    # fail fast inside a call and let ModelRun retry later, instead of mlflow's own
-    # retries blocking training for minutes while a server is away
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    uri, user, password = split_credentials(uri)
-    if user is not None:
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
-    mlflow.set_tracking_uri(uri)
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-    with _exclusive(db):
-        if uri == default_tracking_uri():
-            from cnnbench.archive import restore_if_new
-
-            restore_if_new(db)  # a fresh clone's store starts with the runs kept in git
-        if mlflow.get_experiment_by_name(name) is None:
-            mlflow.create_experiment(name, artifact_location=db and artifact_root(db).as_uri())
-        mlflow.set_experiment(name)
-    return mlflow
-
-
-def full_run_id(run_id: str) -> str:
-    """The run a short id names (the tables print 8 characters): the one run in the
-    store whose id starts with it. A full 32-character id is taken as it is."""
-    if len(run_id) == 32:
-        return run_id
-    import mlflow
-
-    ids = [r for r in mlflow.search_runs(search_all_experiments=True).get("run_id", []) if r.startswith(run_id)]
-    if len(ids) != 1:
-        raise TrackingError(f"{len(ids)} runs in {redact(tracking_uri())} have an id starting with "
-                            f"{run_id!r}; give more of the id (`cnnbench seeds <model>` lists them)")
-    return ids[0]
-
-
-@contextmanager
-def _exclusive(db: Path | None):
-    """Hold a lock beside a SQLite store while it is set up: MLflow creates a new store's
-    tables on first contact, and two runs starting together (`dvc queue start -j 2`)
-    would both try, one failing with 'table ... already exists'."""
-    if db is None:
-        yield
-        return
-    import fcntl
-
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class ModelRun:
