@@ -16,7 +16,8 @@ def default_raw() -> dict:
 
 def test_default_params_are_valid_and_hold_the_seven_seed_models_and_ours():
     params = load_params(REPO / "params.yaml")
-    assert set(params.models) == {"seed001_mnist", "seed002_mnist", "cifar_base", "seed000_sep",
+    # at least these: a model added to params.yaml must not break this test
+    assert set(params.models) >= {"seed001_mnist", "seed002_mnist", "cifar_base", "seed000_sep",
                                   "seed001_sep", "seed003_sep", "seed004_sep",
                                   "mnist_7k", "mnist_5k", "sep_cifar_94k", "cifar_base_modern"}
     # the seven reproduce Keras runs; ours are PyTorch-native
