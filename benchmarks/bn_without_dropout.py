@@ -25,8 +25,9 @@ from torch import nn
 
 from cnnbench.config import load_model_config
 from cnnbench.data import load_meta, load_split
+from cnnbench.evaluate import EVAL_BATCH, evaluate_split
 from cnnbench.loader import DeviceSplit
-from cnnbench.train import EVAL_BATCH, evaluate_split, train
+from cnnbench.train import train
 
 
 @torch.no_grad()

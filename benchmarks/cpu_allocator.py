@@ -5,7 +5,7 @@ each block over 32 MiB at most (its mmap threshold) from a fresh mmap and unmaps
 free, so every step faults in new, zeroed 4 KiB pages: seed003_sep's training at batch
 1024 took about 390,000 minor faults a second here, with half the CPU time in the kernel.
 Two settings avoid that without changing what is computed; train() applies the first
-itself (``cnnbench.train.keep_freed_memory_on_heap``), measured as ``cnnbench``:
+itself (``cnnbench.accel.keep_freed_memory_on_heap``), measured as ``cnnbench``:
 
 - ``glibc heap``: MALLOC_MMAP_MAX_=0 and a huge MALLOC_TRIM_THRESHOLD_: every block comes
   from the heap, and freed memory stays there for the next step instead of going back

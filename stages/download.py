@@ -4,9 +4,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from cnnbench import CnnbenchError
 from cnnbench.config import ConfigError, load_params
-from cnnbench.data import DataError, prepare
-from cnnbench.files import FileProblem, check_writable
+from cnnbench.data import prepare
+from cnnbench.files import check_writable
 
 
 def main() -> int:
@@ -25,7 +26,7 @@ def main() -> int:
         check_writable(Path(args.out))
         meta = prepare(args.dataset, Path(args.out) / args.dataset, npz=npz,
                        sha256=getattr(entry, "sha256", None))
-    except (ConfigError, DataError, FileProblem) as e:
+    except CnnbenchError as e:
         print(f"download@{args.dataset}: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a disk that fills up or goes away

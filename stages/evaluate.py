@@ -7,14 +7,14 @@ metrics/misclassified/<model>.png.
 
 import argparse
 import sys
-from pathlib import Path
 
-from cnnbench import tracking
-from cnnbench.config import ConfigError, load_evaluation, load_model_config
-from cnnbench.data import DataError, load_split
+from cnnbench import CnnbenchError, tracking
+from cnnbench.checkpoints import load_matching_checkpoint
+from cnnbench.config import load_evaluation, load_model_config
+from cnnbench.data import load_split
 from cnnbench.evaluate import confusion_rows, evaluate_model, plot_misclassified
-from cnnbench.files import FileProblem, check_writable, write_csv, write_json
-from cnnbench.train import TrainError, load_matching_checkpoint
+from cnnbench.files import check_writable, write_csv, write_json
+from cnnbench.outputs import data_dir, model_outputs
 
 
 def main() -> int:
@@ -27,12 +27,11 @@ def main() -> int:
         cfg = load_model_config(args.params, name)
         flip = load_evaluation(args.params, name).flip
         # weights_only=True inside; refuses weights trained with another config
-        model, saved = load_matching_checkpoint(Path(f"models/{name}.pt"), cfg, name, args.params)
+        out = model_outputs(name)
+        model, saved = load_matching_checkpoint(out.checkpoint, cfg, name, args.params)
         run_id = saved["mlflow_run_id"]
-        test = load_split(Path("data") / cfg.dataset, "test")
-        metrics_json = Path(f"metrics/eval/{name}.json")
-        confusion_csv = Path(f"metrics/confusion/{name}.csv")
-        mistakes_png = Path(f"metrics/misclassified/{name}.png")
+        test = load_split(data_dir(cfg.dataset), "test")
+        metrics_json, confusion_csv, mistakes_png = out.eval_metrics, out.confusion, out.mistakes
         check_writable(metrics_json.parent, confusion_csv.parent, mistakes_png.parent)
         if tracking.enabled():
             tracking.connect()  # a store that cannot take the results is found before the work
@@ -43,7 +42,7 @@ def main() -> int:
         with tracking.model_run(name, run_id=run_id if tracking.enabled() else None) as run:
             if run:
                 run.log_evaluation(metrics, [metrics_json, confusion_csv, mistakes_png])
-    except (ConfigError, DataError, FileProblem, TrainError, tracking.TrackingError) as e:
+    except CnnbenchError as e:
         print(f"evaluate@{name}: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a disk that fills up or goes away

@@ -5,8 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnbench.config import ConfigError, load_params
-from cnnbench.files import FileProblem, check_writable, write_atomic, write_csv
+from cnnbench import CnnbenchError
+from cnnbench.config import load_params
+from cnnbench.files import check_writable, write_atomic, write_csv
 from cnnbench.report import build_leaderboard, plot_accuracy_vs_params, to_markdown
 
 
@@ -19,7 +20,7 @@ def main() -> int:
         models = load_params(args.params).models
         board, missing = build_leaderboard(models, Path(args.metrics))
         check_writable(Path(args.metrics))
-    except (ConfigError, FileProblem) as e:
+    except CnnbenchError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 1
     out = Path(args.metrics)

@@ -17,45 +17,20 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 import torch
 
-from cnnbench import tracking
-from cnnbench.config import ConfigError, ModelConfig, flatten, load_model_config
-from cnnbench.data import DataError, Dataset
-from cnnbench.files import FileProblem, check_writable, write_csv, write_json, write_torch
+from cnnbench import CnnbenchError, tracking
+from cnnbench.accel import resolve_device
+from cnnbench.checkpoints import Resume, load_matching_checkpoint, save_checkpoint
+from cnnbench.config import ModelConfig, flatten, load_model_config
+from cnnbench.data import Dataset
+from cnnbench.files import check_writable, write_csv, write_json, write_torch
 from cnnbench.loader import normalize
+from cnnbench.outputs import data_dir, model_outputs
 from cnnbench.summary import summarize
-from cnnbench.train import (
-    Resume,
-    TrainError,
-    load_matching_checkpoint,
-    preflight,
-    read_resume_state,
-    resolve_device,
-    save_checkpoint,
-    train,
-)
-
-
-class Outputs(NamedTuple):
-    checkpoint: Path
-    curves: Path
-    timing: Path
-    summary: Path
-
-
-def outputs(name: str) -> Outputs:
-    return Outputs(Path(f"models/{name}.pt"), Path(f"metrics/curves/{name}.csv"),
-                   Path(f"metrics/timing/{name}.csv"), Path(f"metrics/train/{name}.json"))
-
-
-def resume_path(name: str) -> Path:
-    """Outside DVC's outputs, which DVC deletes before it reruns the stage."""
-    return Path(f"models/.resume/{name}.pt")
+from cnnbench.train import TrainError, preflight, train
 
 
 def input_example(data: Dataset) -> torch.Tensor:
@@ -66,16 +41,17 @@ def input_example(data: Dataset) -> torch.Tensor:
 def train_and_track(name: str, cfg: ModelConfig) -> str:
     """Everything that can be checked is checked before the MLflow run opens: the data
     byte for byte, the arch against it, the device, the output folders, a saved state."""
-    out = outputs(name)
-    data = Dataset.load(Path("data") / cfg.dataset)
+    out = model_outputs(name)
+    data = Dataset.load(data_dir(cfg.dataset))
     meta = data.meta
     for warning in preflight(cfg, meta, strict_budgets=bool(os.environ.get("CNNBENCH_STRICT_BUDGETS"))):
         print(f"train@{name}: warning: {warning}", file=sys.stderr)
-    tags = tracking.run_tags(name, cfg.dataset, str(resolve_device(cfg.device)))
-    check_writable(*(path.parent for path in out), resume_path(name).parent)
-    resume = Resume(resume_path(name))
+    device = resolve_device(cfg.device)
+    tags = tracking.run_tags(name, cfg.dataset, str(device))
+    check_writable(*(path.parent for path in out.of_training), out.resume_state.parent)
+    resume = Resume(out.resume_state)
     had_state = resume.path.is_file()
-    saved = read_resume_state(resume.path, cfg, meta) or {"curves": [], "timings": [], "extra": {}}
+    saved = resume.read(cfg, meta) or {"curves": [], "timings": [], "extra": {}}
     if had_state and not saved["curves"]:
         print(f"train@{name}: {resume.path} was saved for another config or data and is deleted; "
               f"training starts from the first epoch", file=sys.stderr)
@@ -96,12 +72,12 @@ def train_and_track(name: str, cfg: ModelConfig) -> str:
             if run:
                 run.log_epoch({**row, **timing}, step=row["epoch"])
 
-        result = train(cfg, data, on_epoch=on_epoch, resume=resume)
+        result = train(cfg, data, on_epoch=on_epoch, resume=resume, device=device)
         save_checkpoint(out.checkpoint, result.model, cfg, meta, run.run_id if run else None)
         summary = summarize(result.model.cpu(), tuple(meta["input_shape"]))
         # run id, versions and thread count sit with the timings, apart from the results, which
         # stay byte-identical; they let a run trained with tracking off be logged later
-        write_json(out.summary, {
+        write_json(out.train_summary, {
             "params": summary.trainable, **result.summary(), "torch_version": tags["torch_version"],
             "cuda_version": tags["cuda_version"], "torch_threads": int(tags["torch_threads"]),
             "mlflow_run_id": run.run_id if run else None})
@@ -116,15 +92,15 @@ def train_and_track(name: str, cfg: ModelConfig) -> str:
 def log_trained(name: str, cfg: ModelConfig, params_file: str) -> str:
     """--log-trained: everything is checked before the run opens; the outputs change
     (the run id only) once the run has everything."""
-    out = outputs(name)
-    for path in out:
+    out = model_outputs(name)
+    for path in out.of_training:
         if not path.is_file():
             raise TrainError(f"{path} does not exist: the train stage must run first "
                              f"(`dvc repro train@{name}`, with CNNBENCH_TRACKING=off where mlflow is missing)")
     if not tracking.enabled():
         raise tracking.TrackingError("--log-trained logs into MLflow, but CNNBENCH_TRACKING turns "
                                      "tracking off; unset it")
-    data = Dataset.load(Path("data") / cfg.dataset)
+    data = Dataset.load(data_dir(cfg.dataset))
     model, ckpt = load_matching_checkpoint(out.checkpoint, cfg, name, params_file)
     if ckpt["mlflow_run_id"] is not None:
         raise tracking.TrackingError(f"{out.checkpoint} is already logged in MLflow run {ckpt['mlflow_run_id']}")
@@ -132,7 +108,7 @@ def log_trained(name: str, cfg: ModelConfig, params_file: str) -> str:
     if not ([r["epoch"] for r in curves] == [t["epoch"] for t in timings] == list(range(cfg.epochs))):
         raise TrainError(f"{out.curves} and {out.timing} do not hold epochs 0 to {cfg.epochs - 1} of "
                          f"{out.checkpoint}'s training; run the train stage again")
-    summary = json.loads(out.summary.read_text())
+    summary = json.loads(out.train_summary.read_text())
     example = input_example(data)
     tags = tracking.trained_run_tags(name, cfg.dataset, summary)
     with tracking.model_run(name, params=flatten(cfg), tags=tags) as run:
@@ -144,7 +120,7 @@ def log_trained(name: str, cfg: ModelConfig, params_file: str) -> str:
         raise tracking.TrackingError(f"MLflow run {run.run_id} is incomplete (marked FAILED); "
                                      f"the outputs are unchanged")
     write_torch(out.checkpoint, {**ckpt, "mlflow_run_id": run.run_id})
-    write_json(out.summary, {**summary, "mlflow_run_id": run.run_id})
+    write_json(out.train_summary, {**summary, "mlflow_run_id": run.run_id})
     return (f"train@{name}: logged {len(curves)} epochs and the model into MLflow run {run.run_id}; "
             f"next: `dvc commit train@{name}`, `dvc repro evaluate@{name}`")
 
@@ -161,14 +137,14 @@ def main() -> int:
     try:
         cfg = load_model_config(args.params, name)
         message = log_trained(name, cfg, args.params) if args.log_trained else train_and_track(name, cfg)
-    except (ConfigError, DataError, FileProblem, TrainError, tracking.TrackingError) as e:
+    except CnnbenchError as e:
         print(f"train@{name}: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a disk that fills up or goes away while training
         print(f"train@{name}: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, tracking.Terminated):
-        state = resume_path(name)
+        state = model_outputs(name).resume_state
         done = len(torch.load(state, weights_only=True)["curves"]) if state.is_file() else 0
         print(f"train@{name}: interrupted after {done} finished epoch(s), which are kept: `make run` "
               f"(or `dvc repro`) continues from there, in the same MLflow run.", file=sys.stderr)

@@ -11,12 +11,14 @@ import sys
 import pytest
 import torch
 
+from cnnbench.accel import Accel
+from cnnbench.checkpoints import load_checkpoint, save_checkpoint
 from cnnbench.config import ModelConfig
 from cnnbench.data import load_meta, load_split
 from cnnbench.loader import normalize
 from cnnbench.models import create_model
 from cnnbench.models.keras import apply_keras_defaults
-from cnnbench.train import Accel, build_model, load_checkpoint, save_checkpoint, train
+from cnnbench.train import train
 
 ARCHS = ["seed001_mnist", "mnist_7k"]  # a separable net and a plain one
 
@@ -121,7 +123,7 @@ def test_keras_checkpoint_loads_with_its_batchnorm_epsilon(mnist_dir, tmp_path):
     model, _ = load_checkpoint(path)
     x, _ = real_batch(mnist_dir, 16)
     assert torch.equal(model(x), result.model.cpu().eval()(x))  # trained on the GPU where there is one
-    assert build_model(cfg, 10)[2].eps == 1e-3
+    assert create_model(cfg.arch, num_classes=10, keras_defaults=cfg.keras_defaults)[2].eps == 1e-3
 
 
 # In a fresh process: glibc's mallinfo2() counts the bytes it holds in mmapped blocks
@@ -130,7 +132,7 @@ def test_keras_checkpoint_loads_with_its_batchnorm_epsilon(mnist_dir, tmp_path):
 HEAP_PROBE = """
 import ctypes, torch
 from torch import nn
-from cnnbench.train import Accel
+from cnnbench.accel import Accel
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",

@@ -116,3 +116,19 @@ def test_no_module_of_the_package_imports_itself_through_others():
 
     loops = [loop for loop in map(loop_from, modules) if loop]
     assert not loops, loops
+
+
+def test_the_stages_write_where_dvc_yaml_says():
+    """outputs.py names every output once for the code; dvc.yaml spells the same paths for
+    DVC: a path changed in one place only would leave DVC tracking files nobody writes."""
+    from cnnbench.outputs import data_dir, model_outputs
+
+    def declared(stage, kinds=("outs", "metrics", "plots")):
+        body = DVC["stages"][stage].get("do", DVC["stages"][stage])
+        return {next(iter(e)) if isinstance(e, dict) else e for kind in kinds for e in body.get(kind, [])}
+
+    out = model_outputs("${key}")
+    assert declared("train") == {p.as_posix() for p in out.of_training}
+    assert declared("evaluate") == {p.as_posix() for p in (out.eval_metrics, out.confusion, out.mistakes)}
+    assert out.checkpoint.as_posix() in declared("evaluate", ("deps",))
+    assert declared("download") == {data_dir("${key}").as_posix()}

@@ -63,8 +63,8 @@ def mlflow_client(root):
 def test_log_trained_fills_a_run_that_evaluate_then_completes(logged):
     import mlflow.pytorch
 
+    from cnnbench.checkpoints import load_checkpoint
     from cnnbench.config import flatten, load_model_config
-    from cnnbench.train import load_checkpoint
 
     root, before, proc = logged
     client = mlflow_client(root)

@@ -90,7 +90,7 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"summary.md", "curves", "evaluation"} <= artifacts
         # the logged model predicts exactly what the checkpoint predicts
-        from cnnbench.train import load_checkpoint
+        from cnnbench.checkpoints import load_checkpoint
 
         model, _ = load_checkpoint(root / f"models/{name}.pt")
         logged = mlflow.pytorch.load_model(r.data.tags["model_uri"])  # a pt2 export, in eval mode
@@ -132,7 +132,7 @@ def test_a_fresh_clone_gets_back_the_runs_kept_in_git(project, tmp_path):
         metrics = json.loads((clone / f"metrics/eval/{name}.json").read_text())
         assert r.data.metrics["final_test_acc"] == pytest.approx(metrics["test_acc"])
         # the model comes back from git alone (the clone has no models/): same predictions
-        from cnnbench.train import load_checkpoint
+        from cnnbench.checkpoints import load_checkpoint
 
         model, _ = load_checkpoint(work / f"models/{name}.pt")
         x = torch.randn(16, 1, 28, 28)

@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
+from cnnbench.checkpoints import Resume
 from cnnbench.config import ModelConfig, load_model_config
-from cnnbench.train import Resume, train
+from cnnbench.train import train
 from conftest import REPO, make_project, mnist_params, run, stage_workdir, venv_env
 
 CUT = {"epochs": 3, "train_limit": 2000, "augment": {"crop_padding": 2, "cutout": 4}}

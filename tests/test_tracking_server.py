@@ -46,7 +46,7 @@ def test_runs_and_model_through_a_real_server(server, workdir):
 
     import mlflow.pytorch
 
-    from cnnbench.train import load_checkpoint
+    from cnnbench.checkpoints import load_checkpoint
 
     tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
     params = {p["key"]: p["value"] for p in runs[0]["data"]["params"]}

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from cnnbench.checkpoints import load_checkpoint, save_checkpoint
 from cnnbench.config import Augment, ModelConfig
 from cnnbench.data import load_meta
 from cnnbench.loader import apply_augment
-from cnnbench.train import load_checkpoint, save_checkpoint, train
+from cnnbench.train import train
 
 
 def mnist_cfg(**kw) -> ModelConfig:
@@ -38,7 +39,7 @@ def test_cpu_training_is_deterministic_from_the_seed(mnist_dir):
 def test_plateau_lowers_the_lr_after_epochs_without_a_better_test_loss(mnist_dir, tmp_path):
     """The LR column follows the rule applied to the run's own test losses, and a resumed
     run keeps the plateau's state (a fresh one would start at the full LR again)."""
-    from cnnbench.train import Resume
+    from cnnbench.checkpoints import Resume
 
     cfg = mnist_cfg(epochs=4, train_limit=256, batch_size=128, optimizer={"lr": 0.05},
                     schedule={"name": "plateau", "gamma": 0.5, "step_size": 1})

@@ -66,6 +66,7 @@ def _seeds(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from cnnbench.outputs import METRICS
     from cnnbench.runs import export_runs, leaderboard_runs, park
     from cnnbench.store import ARCHIVE, TrackingError, project_root, redact, restore, tracking_uri
 
@@ -84,7 +85,7 @@ def _runs(args: argparse.Namespace) -> int:
             print(f"{redact(args.to or tracking_uri())}: {count} run(s) restored from {ARCHIVE}/")
             return 0
         # by default the runs the committed metrics name (metrics/train/), those the store has
-        named = {r: m for m, r in leaderboard_runs(project_root() / "metrics").items()}
+        named = {r: m for m, r in leaderboard_runs(project_root() / METRICS).items()}
         exported, missing = export_runs(args.run_ids or list(named), skip_missing=not args.run_ids)
         if missing:
             print("not in the tracking store, so not kept: "
@@ -97,11 +98,9 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from cnnbench import pipeline
-    from cnnbench.config import ConfigError
+    from cnnbench import CnnbenchError, pipeline
     from cnnbench.plan import plan
     from cnnbench.store import project_root
-    from cnnbench.train import TrainError
 
     root = project_root()
     try:
@@ -109,7 +108,7 @@ def _pipeline(args: argparse.Namespace) -> int:
             print(plan(root))
             return 0
         return pipeline.run(root, args.dvc_args) if args.command == "run" else pipeline.demo(root)
-    except (ConfigError, TrainError) as e:  # TrainError: device: cuda where there is no GPU
+    except CnnbenchError as e:  # a bad params.yaml, device: cuda without a GPU
         print(f"cnnbench: error: {e}", file=sys.stderr)
         return 1
 

@@ -15,8 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cnnbench import CnnbenchError
 
-class ConfigError(ValueError):
+
+class ConfigError(CnnbenchError, ValueError):
     """params.yaml is invalid; the message lists every problem."""
 
 

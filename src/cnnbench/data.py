@@ -31,12 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnbench import CnnbenchError
+
 MIRROR_ENV = "CNNBENCH_DATA_MIRROR"
 DOWNLOAD_TIMEOUT_S = 60
 RECOVERED_SHARDS = ("train-0.npz", "train-1.npz", "train-2.npz", "test.npz")
 
 
-class DataError(RuntimeError):
+class DataError(CnnbenchError):
     """A dataset could not be fetched or verified; the message says what to do."""
 
 

@@ -1,15 +1,32 @@
-"""Test-set evaluation: accuracy, loss, per-class accuracy, confusion, mistakes."""
+"""Scoring a model on a split: loss and accuracy (also per epoch during training), and the
+final test metrics, per-class accuracy, confusion and mistakes of a trained model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import torch
+from torch import nn
 
 from cnnbench.loader import DeviceSplit
 from cnnbench.summary import count_params
-from cnnbench.train import EVAL_BATCH, evaluate_split
+
+EVAL_BATCH = 1000
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, split: DeviceSplit) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, predicted labels) over a whole split, in large batches."""
+    model.eval()
+    loss_sum = torch.zeros((), device=split.device)
+    preds = []
+    for x, y in split.batches(EVAL_BATCH):
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+        preds.append(logits.argmax(1))
+    pred = torch.cat(preds)
+    acc = (pred == split.labels).float().mean()
+    return loss_sum.item() / len(split), acc.item(), pred.cpu()
 
 
 def evaluate_model(model: torch.nn.Module, ckpt: dict, test: tuple[torch.Tensor, torch.Tensor],
@@ -50,8 +67,10 @@ def flip_averaged_predictions(model: torch.nn.Module, split: DeviceSplit) -> tor
     return torch.cat(preds).cpu()
 
 
-def confusion_rows(labels: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> pd.DataFrame:
-    """One row per test image, as DVC's confusion template expects."""
+def confusion_rows(labels: torch.Tensor, pred: torch.Tensor, classes: list[str]):
+    """One row per test image (a DataFrame), as DVC's confusion template expects."""
+    import pandas as pd
+
     names = pd.Series(classes)
     return pd.DataFrame({"actual": names[labels.numpy()].to_numpy(),
                          "predicted": names[pred.numpy()].to_numpy()})

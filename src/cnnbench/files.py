@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cnnbench import CnnbenchError
 
-class FileProblem(RuntimeError):
+
+class FileProblem(CnnbenchError):
     """A file the project reads is damaged or a folder it writes cannot be written; the
     message names the file, what is wrong and the fix."""
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from cnnbench.accel import resolve_device
 from cnnbench.config import ModelConfig, load_params
-from cnnbench.train import format_duration, resolve_device
+from cnnbench.outputs import model_outputs
+from cnnbench.train import format_duration
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,9 @@ def device_name(device: torch.device) -> str:
 
 def estimate(root: Path, name: str, cfg: ModelConfig) -> TrainEstimate:
     device = resolve_device(cfg.device)
-    epochs_left = cfg.epochs - _epochs_done(root / "models" / ".resume" / f"{name}.pt")
-    timing_csv, summary_json = root / "metrics/timing" / f"{name}.csv", root / "metrics/train" / f"{name}.json"
+    out = model_outputs(name, models=root / "models", metrics=root / "metrics")
+    epochs_left = cfg.epochs - _epochs_done(out.resume_state)
+    timing_csv, summary_json = out.timing, out.train_summary
     if not (timing_csv.is_file() and summary_json.is_file()):
         return TrainEstimate(name, device.type, epochs_left, None, "no committed timings")
     committed = json.loads(summary_json.read_text())

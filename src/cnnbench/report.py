@@ -8,6 +8,7 @@ import pandas as pd
 
 from cnnbench.config import ModelConfig
 from cnnbench.files import read_json
+from cnnbench.outputs import model_outputs
 from cnnbench.store import ARCHIVE, kept_run_ids
 
 
@@ -64,7 +65,8 @@ def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tupl
     rows, missing = [], []
     kept = kept_run_ids(metrics_dir / "mlruns")
     for name, cfg in models.items():
-        eval_json, train_json = metrics_dir / "eval" / f"{name}.json", metrics_dir / "train" / f"{name}.json"
+        out = model_outputs(name, metrics=metrics_dir)
+        eval_json, train_json = out.eval_metrics, out.train_summary
         if not (eval_json.is_file() and train_json.is_file()):
             missing.append(name)
             continue

@@ -24,16 +24,14 @@ from pathlib import Path
 
 import yaml
 
+from cnnbench.outputs import metrics_folder, model_outputs
 from cnnbench.store import META, TrackingError, archive_dir, connect, full_run_id, project_root, redact, tracking_uri
-
-# where the train stage saves its state after every epoch (stages/train.py)
-RESUME_DIR = Path("models") / ".resume"
 
 
 def leaderboard_runs(metrics_dir: Path) -> dict[str, str]:
     """{model: run id} of every model trained here (metrics/train/<model>.json)."""
     runs = {}
-    for path in sorted((metrics_dir / "train").glob("*.json")):
+    for path in sorted(metrics_folder("train", metrics_dir).glob("*.json")):
         run_id = json.loads(path.read_text()).get("mlflow_run_id")
         if run_id:
             runs[path.stem] = run_id
@@ -191,7 +189,7 @@ def park(model: str) -> tuple[Path, int, str | None]:
     after it holds at least the run's epochs (a resumed run logs the ones it lacks)."""
     import torch
 
-    state_path = RESUME_DIR / f"{model}.pt"
+    state_path = model_outputs(model).resume_state
     if not (project_root() / state_path).is_file():
         raise TrackingError(f"{model} has no unfinished training here ({state_path} does not exist): "
                             f"it is saved after every epoch of `dvc repro train@{model}` until the end")

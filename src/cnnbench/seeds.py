@@ -65,7 +65,7 @@ def seed_spread(model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         "test_acc": (100 * frame["metrics.final_test_acc"]).round(2),
         "test_acc_single_pass": (100 * get("metrics.test_acc_single_pass").astype(float)).round(2),
         "device": get("tags.device"),
-        "torch_threads": get("tags.torch_threads").fillna(""),  # unrecorded before 2026-11-25
+        "torch_threads": get("tags.torch_threads").fillna(""),  # not recorded by older runs
         "git_commit": get("tags.git_commit").str[:7],
         "dvc_exp_name": get("tags.dvc_exp_name").fillna(""),
     })[RUN_COLUMNS].sort_values("recipe", kind="stable")

@@ -31,8 +31,10 @@ from pathlib import Path
 
 import yaml
 
+from cnnbench import CnnbenchError
+
 EXPERIMENT = "cnnbench"
-class TrackingError(RuntimeError):
+class TrackingError(CnnbenchError):
     pass
 
 

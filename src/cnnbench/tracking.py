@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from cnnbench.outputs import model_outputs
+
 # the stages reach the store through this module
 from cnnbench.store import TrackingError, connect, redact, tracking_uri  # noqa: F401
 
@@ -238,7 +240,7 @@ def _require_run(run_id: str, model_name: str) -> None:
             f"MLflow run {run_id} of {model_name} is not in {redact(tracking_uri())}. A run kept in "
             f"git (metrics/mlruns/, e.g. by `cnnbench runs park {model_name}`) comes back with "
             f"`cnnbench runs restore` into a new store; an unfinished training whose run is lost "
-            f"starts over in a new run once models/.resume/{model_name}.pt is deleted") from None
+            f"starts over in a new run once {model_outputs(model_name).resume_state} is deleted") from None
 
 
 class Terminated(BaseException):

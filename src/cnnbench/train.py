@@ -1,17 +1,12 @@
-"""The training loop: optimizers, LR schedules, per-epoch evaluation, checkpoints.
+"""The training loop: optimizers, LR schedules, per-epoch test scores, resuming.
 
 No MLflow or file formats here: the caller passes ``on_epoch`` to record each epoch.
+The device and its settings are accel.py's; checkpoints and saved states checkpoints.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import hashlib
-import json
 import math
-import os
-import platform
 import random
 import sys
 import time
@@ -22,24 +17,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cnnbench import CnnbenchError
+from cnnbench.accel import Accel, resolve_device
+from cnnbench.checkpoints import Resume
 from cnnbench.config import ModelConfig, Schedule
 from cnnbench.data import Dataset
+from cnnbench.evaluate import evaluate_split
 from cnnbench.loader import DeviceSplit
 from cnnbench.models import create_model
-from cnnbench.models.keras import apply_keras_defaults
 
 CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"]
-EVAL_BATCH = 1000
 
 
-class TrainError(RuntimeError):
-    """A model cannot be trained or loaded as configured; the message says what to do."""
-
-
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """The arch of ``cfg`` with its layer defaults (Keras's when ``keras_defaults``)."""
-    model = create_model(cfg.arch, num_classes=num_classes)
-    return apply_keras_defaults(model) if cfg.keras_defaults else model
+class TrainError(CnnbenchError):
+    """A model cannot be trained as configured; the message says what to do."""
 
 
 def preflight(cfg: ModelConfig, meta: dict, strict_budgets: bool = False) -> list[str]:
@@ -47,7 +38,7 @@ def preflight(cfg: ModelConfig, meta: dict, strict_budgets: bool = False) -> lis
     arch must take the dataset's images and give one logit per class (else TrainError).
     Returns budget warnings (a model whose parameters or epochs already break its
     budget), which are a TrainError with ``strict_budgets``."""
-    model = build_model(cfg, len(meta["classes"]))
+    model = create_model(cfg.arch, num_classes=len(meta["classes"]), keras_defaults=cfg.keras_defaults)
     shape = tuple(meta["input_shape"])
     shown = "x".join(map(str, shape))
     try:
@@ -70,72 +61,6 @@ def preflight(cfg: ModelConfig, meta: dict, strict_budgets: bool = False) -> lis
     if warnings and strict_budgets:
         raise TrainError("; ".join(warnings) + " (strict budgets are on: CNNBENCH_STRICT_BUDGETS)")
     return warnings
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise TrainError("device: cuda was requested but torch sees no CUDA GPU here; "
-                         "use device: auto (the GPU where there is one) or cpu")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-@dataclass(frozen=True)
-class Accel:
-    """How training runs on its device, fast by construction.
-
-    Everywhere: channels_last memory (faster convolutions on both CPU and GPU, measured
-    in benchmarks/). On CUDA: bf16 autocast unless precision is fp32, cuDNN autotuning,
-    fused optimizers, and torch.compile when asked. On the CPU: large tensors from glibc's
-    heap (see ``keep_freed_memory_on_heap``). The CPU stays fp32 and eager unless asked
-    otherwise, so CPU runs are bit-reproducible.
-    """
-
-    device: torch.device
-    bf16: bool = False
-    compile_mode: str | None = None
-
-    @classmethod
-    def for_config(cls, cfg: ModelConfig, device: torch.device) -> Accel:
-        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-        return cls(device, bf16, None if cfg.compile == "off" else cfg.compile)
-
-    def prepare(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
-        """(model, the callable to train): the model moved to the device in channels_last,
-        and its compiled form when compiling (which shares its parameters)."""
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # pick the fastest kernels for these shapes
-        else:
-            keep_freed_memory_on_heap()
-        model = model.to(self.device, memory_format=torch.channels_last)
-        return model, (torch.compile(model, mode=self.compile_mode) if self.compile_mode else model)
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last)
-
-    def autocast(self):
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-
-def keep_freed_memory_on_heap() -> bool:
-    """Have glibc serve every block from its heap and keep freed memory there, for the rest
-    of the process (False, and nothing changed, where the C library is not glibc or
-    ``CNNBENCH_GLIBC_HEAP=off`` keeps its defaults, e.g. where memory is short).
-
-    By default glibc maps each block over its mmap threshold (32 MiB at most) afresh and
-    unmaps it on free, so every CPU training step faults in its activations as new zeroed
-    pages: at seed003_sep's batch 1024 half the CPU time went to the kernel. From the heap,
-    training ran 1.05x to 1.9x faster with the same results, for a higher peak RSS
-    (seed003_sep: 8.4 GB instead of 5.1; benchmarks/results/cpu-allocator-2core.md).
-    """
-    if platform.libc_ver()[0] != "glibc" or os.environ.get("CNNBENCH_GLIBC_HEAP") == "off":
-        return False
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
-    return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 class Plateau:
@@ -205,56 +130,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@torch.no_grad()
-def evaluate_split(model: nn.Module, split: DeviceSplit) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, predicted labels) over a whole split, in large batches."""
-    model.eval()
-    loss_sum = torch.zeros((), device=split.device)
-    preds = []
-    for x, y in split.batches(EVAL_BATCH):
-        logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
-        preds.append(logits.argmax(1))
-    pred = torch.cat(preds)
-    acc = (pred == split.labels).float().mean()
-    return loss_sum.item() / len(split), acc.item(), pred.cpu()
-
-
-@dataclass
-class Resume:
-    """Where train() keeps its state after every epoch (model, optimizer, scheduler, RNG
-    states, curves so far) so that a rerun after an interruption continues from the last
-    finished epoch; ``extra`` travels with it (the MLflow run id)."""
-
-    path: Path
-    extra: dict = field(default_factory=dict)
-
-
-def fingerprint(cfg: ModelConfig, meta: dict) -> str:
-    """What a saved state must match to be resumed: the config and the data."""
-    blob = json.dumps({"config": cfg.model_dump(), "data": meta["splits"]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def read_resume_state(path: Path, cfg: ModelConfig, meta: dict) -> dict | None:
-    """The state saved at ``path`` when it belongs to this config and data. A state from
-    another config is deleted: that run starts fresh. One that cannot be read is a
-    TrainError: it is written atomically, so it was damaged afterwards, and deciding to
-    throw its epochs away is the user's."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, weights_only=True)
-        saved_for = state["fingerprint"]
-    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
-        raise TrainError(f"{path}, the state saved after the last finished epoch, is damaged "
-                         f"({type(e).__name__}); delete it to train from the first epoch") from None
-    if saved_for != fingerprint(cfg, meta):
-        path.unlink()
-        return None
-    return state
-
-
 @dataclass
 class TrainResult:
     model: nn.Module
@@ -279,7 +154,8 @@ class Diverged(TrainError):
 
 def train(cfg: ModelConfig, data: Dataset | Path,
           on_epoch: Callable[[dict, dict], None] | None = None,
-          progress: bool = True, resume: Resume | None = None) -> TrainResult:
+          progress: bool = True, resume: Resume | None = None,
+          device: torch.device | None = None) -> TrainResult:
     """Train ``cfg`` on ``data`` (or the dataset in that folder); ``on_epoch(curve_row, timing_row)``
     is called after every epoch, with the results and the (non-deterministic) timings
     kept apart so that results are byte-identical between runs on the CPU.
@@ -294,10 +170,11 @@ def train(cfg: ModelConfig, data: Dataset | Path,
     is recorded or saved."""
     data = data if isinstance(data, Dataset) else Dataset.load(data)
     meta = data.meta
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     accel = Accel.for_config(cfg, device)
     seed_everything(cfg.seed)
-    model, train_model = accel.prepare(build_model(cfg, len(meta["classes"])))
+    model, train_model = accel.prepare(
+        create_model(cfg.arch, num_classes=len(meta["classes"]), keras_defaults=cfg.keras_defaults))
 
     train_images, train_labels = data.train
     if cfg.train_limit:
@@ -315,7 +192,7 @@ def train(cfg: ModelConfig, data: Dataset | Path,
     augment = cfg.augment if cfg.augment != type(cfg.augment)() else None
 
     result = TrainResult(model=model, device=str(device))
-    state = read_resume_state(resume.path, cfg, meta) if resume else None
+    state = resume.read(cfg, meta) if resume else None
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -374,25 +251,20 @@ def train(cfg: ModelConfig, data: Dataset | Path,
             result.curves.append(row)
             result.timings.append(timing)
             if resume:
-                _save_state(resume, cfg, meta, model, optimizer, scheduler, gen, result, plateau)
+                resume.save(cfg, meta, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "generator": gen.get_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    "plateau": plateau.state() if plateau else None,
+                    "curves": result.curves, "timings": result.timings})
             if on_epoch:
                 on_epoch(row, timing)
             if log_lines:  # after the save: an epoch in the log is an epoch kept
                 print(epoch_line(row, timing, result.timings, cfg.epochs), flush=True)
     if resume:
-        resume.path.unlink(missing_ok=True)  # finished: nothing stale to resume from later
+        resume.finish()
     return result
-
-
-def _save_state(resume: Resume, cfg, meta, model, optimizer, scheduler, gen, result, plateau) -> None:
-    from cnnbench.files import write_torch
-
-    write_torch(resume.path, {"fingerprint": fingerprint(cfg, meta), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "generator": gen.get_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "plateau": plateau.state() if plateau else None,
-                "curves": result.curves, "timings": result.timings, "extra": resume.extra})
 
 
 def epoch_line(row: dict, timing: dict, timings: list[dict], epochs: int) -> str:
@@ -428,57 +300,3 @@ def _progress(enabled: bool):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
-
-
-def save_checkpoint(path: Path, model: nn.Module, cfg: ModelConfig, meta: dict,
-                    run_id: str | None) -> None:
-    """Weights plus everything needed to rebuild and feed the model; plain types only,
-    so it loads with ``torch.load(weights_only=True)``."""
-    from cnnbench.files import write_torch
-
-    write_torch(path, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                "config": cfg.model_dump(), "classes": meta["classes"],
-                "input_shape": meta["input_shape"], "mean": meta["mean"], "std": meta["std"],
-                "mlflow_run_id": run_id})
-
-
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The model saved by ``save_checkpoint`` and the checkpoint; a missing, damaged or
-    foreign file is a TrainError saying how to get the right one."""
-    name = Path(path).stem
-    fix = f"restore it with `dvc checkout {path}`, or train it again with `dvc repro train@{name}`"
-    if not Path(path).is_file():
-        raise TrainError(f"{path} does not exist: train the model first (`dvc repro train@{name}`), "
-                         f"or restore it with `dvc checkout {path}`")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        missing = {"state_dict", "config", "classes", "input_shape", "mean", "std", "mlflow_run_id"} - set(ckpt)
-        if missing:
-            raise KeyError(", ".join(sorted(missing)))
-        cfg = ModelConfig.model_validate(ckpt["config"])
-        classes, weights = list(ckpt["classes"]), dict(ckpt["state_dict"])
-    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
-        # only the type: torch's own message advises weights_only=False, unsafe for any file
-        raise TrainError(f"{path} is not a readable cnnbench checkpoint ({type(e).__name__}); {fix}") from None
-    model = build_model(cfg, len(classes))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise TrainError(f"{path} does not hold weights of arch {cfg.arch!r} "
-                         f"({str(e).splitlines()[0]}); {fix}") from None
-    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise TrainError(f"{path} holds non-finite weights (NaN or infinity in {', '.join(bad[:3])}); "
-                         f"{fix}")
-    return model.to(device, memory_format=torch.channels_last).eval(), ckpt
-
-
-def load_matching_checkpoint(path: Path, cfg: ModelConfig, name: str,
-                             params_file: str = "params.yaml") -> tuple[nn.Module, dict]:
-    """load_checkpoint, refusing a checkpoint trained with another config than ``cfg``
-    (models.<name> of ``params_file``)."""
-    model, ckpt = load_checkpoint(path)
-    if ckpt["config"] != cfg.model_dump():
-        raise TrainError(f"{path} was trained with another config than models.{name} in "
-                         f"{params_file}; retrain it with `dvc repro train@{name}`")
-    return model, ckpt

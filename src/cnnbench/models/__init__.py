@@ -26,6 +26,8 @@ from typing import Callable
 
 from torch import nn
 
+from cnnbench.models.keras import apply_keras_defaults
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DATASET: dict[str, str] = {}
 
@@ -53,10 +55,12 @@ def model_dataset(name: str) -> str:
     return _DATASET[name]
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build the architecture ``name``; ``overrides`` go to its factory (e.g. num_classes)."""
+def create_model(name: str, keras_defaults: bool = False, **overrides) -> nn.Module:
+    """Build the architecture ``name``; ``overrides`` go to its factory (e.g. num_classes).
+    ``keras_defaults``: Keras's layer defaults instead of PyTorch's (models/keras.py)."""
     _check_known(name)
-    return _REGISTRY[name](**overrides)
+    model = _REGISTRY[name](**overrides)
+    return apply_keras_defaults(model) if keras_defaults else model
 
 
 def _check_known(name: str) -> None:

@@ -8,7 +8,7 @@ What it changes from PyTorch's defaults (Keras 2 / tf.keras values):
   the batches' statistics weighted 0.01 * 0.99**(t-i) and divided by 1 - 0.99**t, with
   nothing left of a starting value. PyTorch's instead keep 0.99**t of their starting 0
   and 1, which over seed 003's first epochs (48 steps each) held its test accuracy at
-  10% (README, "seed003_sep"). Only evaluation reads these statistics, and after 2,000
+  10% (docs/results.md, seed003_sep). Only evaluation reads these statistics, and after 2,000
   steps the two differ by less than 0.99**2000 < 2e-9, far below BatchNorm's epsilon, so a
   model trained longer scores the same (seed001_mnist after 3 epochs: identical test
   loss and accuracy to 6 digits; one channel's running variance of 4e-8 moved 5e-13);

@@ -20,9 +20,8 @@ def mnist_5k(num_classes: int = 10) -> nn.Module:
 
     Why 12: the three 3x3 convolutions after the pool hold most of the parameters (width
     times width times 9), so 16 -> 12 takes 2,696 of mnist_7k's 7,442 away while keeping its
-    depth and receptive field. With mnist_7k's recipe (params.yaml) a probe of seed 0
-    (train() called directly, tracking off, one CPU thread) ended at 99.48% after 15
-    epochs; the pipeline's runs are in the README.
+    depth and receptive field. Trained with mnist_7k's recipe (params.yaml); results in
+    docs/results.md.
     """
     return nn.Sequential(
         *conv_bn_relu(1, 8), *conv_bn_relu(8, 12),

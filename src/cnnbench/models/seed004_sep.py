@@ -18,25 +18,8 @@ def seed004_sep(num_classes: int = 10, dropout: float = 0.1) -> nn.Module:
     against its own target of 84%. The dropout rate is not stated; 0.1 is assumed. Nor is
     the optimizer: its first epoch (train 14.7%, test 18.3%) is what Keras's default SGD
     gives (lr 0.01, no momentum; 19.4% and 18.7% here after one epoch on recovered
-    CIFAR-10), not Adam (38.9% and 46.1%), so params.yaml trains it with that SGD.
-
-    Why it failed, from its log: it underfit. Its training accuracy is below its test
-    accuracy at 49 of its 50 epochs (58.6% against 63.8% at epoch 50, loss still 1.15) and
-    was still rising about 1 pp per 10 epochs at the end: plain SGD at 0.01 had not converged
-    in 50 epochs. (Training accuracy below test accuracy is dropout's doing: it is on after
-    all ten separable layers while training, off while testing.)
-
-    Reproduced as a failure, not to its figure: the pipeline's run (recovered CIFAR-10, seed
-    0, MLflow be32c69d) ends at 67.31%, 3.48 pp above the seed's 63.83%, far below the 84%
-    target, and still rising (last five epochs 66.27%, sd 0.71 pp). The seed's own last five
-    epochs swing from 57.5% to 64.3% (mean 61.47%, sd 3.15 pp), so its final figure is one
-    noisy draw. From epoch 12 to 50 ours trains 10.6-11.7 pp higher than its log (70.2%
-    against 58.6% at the end) but tests only 3.23 pp higher on average (sd 2.58 pp): the
-    seed was held back harder while training, yet its test accuracy stayed above its
-    training accuracy. Not by a higher dropout rate: 0.25 and 0.35 cost our test accuracy
-    more than our training accuracy. Keras shifts of 0.2 with the flip, or cutout, hold
-    training back to the log's but the test curve 4-5 pp below it (short runs, in
-    benchmarks/results/first-epochs/README.md); what the seed did is still open.
+    CIFAR-10), not Adam (38.9% and 46.1%), so params.yaml trains it with that SGD. How
+    the reproduction compares with the seed's log: docs/results.md.
     """
 
     def stack(in_ch: int) -> list[nn.Module]:
