@@ -143,8 +143,9 @@ def test_a_fresh_clone_gets_back_the_runs_kept_in_git(project, tmp_path):
 
 
 def test_a_new_or_edited_architecture_leaves_the_other_models_up_to_date(project, tmp_path):
-    """train@<model> depends on its own architecture's file and the shared ones, not on
-    the folder: adding an architecture reruns nothing, editing one reruns its model only."""
+    """train@<model> and evaluate@<model> depend on their own architecture's file and the
+    shared ones, not on the folder: adding an architecture reruns nothing, editing one
+    reruns its model only."""
     import shutil
 
     root, env, _, _ = project
@@ -164,9 +165,10 @@ def test_a_new_or_edited_architecture_leaves_the_other_models_up_to_date(project
     assert stale() == set()
     seed002 = models / "seed002_mnist.py"
     seed002.write_text(seed002.read_text() + "# an edit\n")
-    assert stale() == {"train@seed002_mnist"}
+    assert stale() == {"train@seed002_mnist", "evaluate@seed002_mnist"}  # both run its code
     (models / "layers.py").write_text((models / "layers.py").read_text() + "# an edit\n")
-    assert stale() == {"train@seed001_mnist", "train@seed002_mnist"}
+    assert stale() == {f"{stage}@{model}" for stage in ("train", "evaluate")
+                       for model in ("seed001_mnist", "seed002_mnist")}
 
 
 def test_branch_with_one_changed_param_diffs_exactly_that_model(project):
@@ -267,6 +269,9 @@ def test_outputs_dvc_deleted_before_a_refusing_stage_come_back_as_the_readme_say
     root, env, _, _ = project
     work = tmp_path / "work"  # a copy, so that the module's project stays as it was
     shutil.copytree(root, work, symlinks=True)
+    run(["git", "add", "-A"], work, env)  # what earlier tests left, committed: git checkout's base
+    run(["git", "commit", "-qm", "as the earlier tests left it", "--allow-empty"], work, env)
+    assert json.loads(run(["dvc", "status", "--json"], work, env).stdout) == {}
     good = (work / "params.yaml").read_text()
     params = yaml.safe_load(good)
     params["models"]["seed002_mnist"]["optimizer"] = {"lr": float("nan")}
