@@ -13,7 +13,7 @@ from cnnbench.store import ARCHIVE, kept_run_ids
 
 
 def _verdict(value, op: str, limit, fmt=str) -> str:
-    """PASS (13,582 <= 15,000) or FAIL (99.25% < 99.40%): the numbers and the comparison."""
+    """PASS (value <= limit) or FAIL (value < limit), with the numbers: the verdict and why."""
     ok = value <= limit if op == "<=" else value >= limit
     shown = op if ok else {"<=": ">", ">=": "<"}[op]
     return f"{'PASS' if ok else 'FAIL'} ({fmt(value)} {shown} {fmt(limit)})"

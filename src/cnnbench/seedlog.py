@@ -45,8 +45,9 @@ def compare(seed: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(table: pd.DataFrame, from_epoch: int) -> dict:
-    """Ours minus the seed's test accuracy from ``from_epoch`` (0-based) on, in pp; and how
-    far each run's test accuracy moves from one epoch to the next (mean absolute change),
+    """Ours minus the seed's test accuracy from ``from_epoch`` (0-based) on, in percentage
+    points; and how far each run's test accuracy moves from one epoch to the next (mean
+    absolute change),
     which tells a noisier evaluation apart from a slower or faster learner."""
     since = table.epoch >= from_epoch
     diff = 100 * table.loc[since, "test_acc_diff"]

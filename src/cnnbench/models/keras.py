@@ -7,11 +7,10 @@ What it changes from PyTorch's defaults (Keras 2 / tf.keras values):
   (``zero_debias=True`` since early 2018, keras-team/keras#9003): after t steps they are
   the batches' statistics weighted 0.01 * 0.99**(t-i) and divided by 1 - 0.99**t, with
   nothing left of a starting value. PyTorch's instead keep 0.99**t of their starting 0
-  and 1, which over seed 003's first epochs (48 steps each) held its test accuracy at
-  10% (docs/results.md, seed003_sep). Only evaluation reads these statistics, and after 2,000
-  steps the two differ by less than 0.99**2000 < 2e-9, far below BatchNorm's epsilon, so a
-  model trained longer scores the same (seed001_mnist after 3 epochs: identical test
-  loss and accuracy to 6 digits; one channel's running variance of 4e-8 moved 5e-13);
+  and 1, which over seed 003's short first epochs (48 steps each) held its test accuracy
+  down (docs/results.md#seed003_sep). Only evaluation reads these statistics, and after
+  2,000 steps the two differ by less than 0.99**2000 < 2e-9, far below BatchNorm's
+  epsilon, so a model trained longer scores the same;
 - Conv2d and Linear weights: Glorot (Xavier) uniform (PyTorch: Kaiming uniform with
   a=sqrt(5)); biases zero (PyTorch: uniform in +-1/sqrt(fan_in)).
 Glorot's bound depends on fan_in + fan_out, which Keras and PyTorch count alike for

@@ -18,8 +18,8 @@ def seed001_sep(num_classes: int = 10) -> nn.Module:
     total. Reported 83.50% after 50 epochs, Adam, batch 128.
 
     The seed does not state its dropout rate. 0.25, the base network's, is what its log
-    implies: with it (and the flip) our training and test accuracy follow the log's from
-    epoch 20 within 0.03 pp on average; at 0.1 ours trained 3.5 pp higher (docs/results.md).
+    implies: with it (and the flip) our training and test accuracy follow the log's
+    (docs/results.md#seed001_sep).
     """
     return nn.Sequential(*sep_trunk(first_padding=0, dropout=0.25),
                          *head(SeparableConv2d(192, num_classes, 2)))

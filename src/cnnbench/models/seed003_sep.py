@@ -18,10 +18,9 @@ def seed003_sep(num_classes: int = 10) -> nn.Module:
     fields 3, 5, 5, 6, 10, 14, 14, 16, 24, 32, 32. 90,363 trainable, 92,027 Keras total.
     Reported 82.39% after 50 epochs of 48 steps (batch 1024). The optimizer is not
     stated: Adam at 0.003 (params.yaml), whose training accuracy follows the seed log's
-    within 1.3 pp from epoch 5 on, where Adam's default 0.001 trains 2.8-5.9 pp lower. The
-    seed's last two epochs follow a learning-rate drop (Keras's ReduceLROnPlateau, read
-    off its log) that lifts it from 78.7% to 82.4%; params.yaml gives ours the same
-    schedule (patience 5), which fires after epoch 48 as the seed's did (docs/results.md, "seed003_sep").
+    closer than Adam's default 0.001. The seed's last two epochs follow a learning-rate
+    drop (Keras's ReduceLROnPlateau, read off its log); params.yaml gives ours the same
+    schedule (patience 5). Evidence: docs/results.md#seed003_sep.
     """
 
     def block(in_ch: int, out_ch: int) -> list[nn.Module]:

@@ -16,10 +16,9 @@ def seed004_sep(num_classes: int = 10, dropout: float = 0.1) -> nn.Module:
     16, pool; sep 16, 32, 32, 64, 128; sep 1x1 (with bias) to 10; global average pooling.
     31,173 trainable, 32,261 Keras total. Reported 63.83% after 50 epochs at batch 64,
     against its own target of 84%. The dropout rate is not stated; 0.1 is assumed. Nor is
-    the optimizer: its first epoch (train 14.7%, test 18.3%) is what Keras's default SGD
-    gives (lr 0.01, no momentum; 19.4% and 18.7% here after one epoch on recovered
-    CIFAR-10), not Adam (38.9% and 46.1%), so params.yaml trains it with that SGD. How
-    the reproduction compares with the seed's log: docs/results.md.
+    the optimizer: its first epoch is what Keras's default SGD gives (lr 0.01, no
+    momentum), not Adam, so params.yaml trains it with that SGD. Evidence, and how the
+    reproduction compares with the seed's log: docs/results.md#seed004_sep.
     """
 
     def stack(in_ch: int) -> list[nn.Module]:
