@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # stage commands call `python`, `dvc` and `mlflow`: make them the venv's
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run demo plan test lint bench mlflow-ui clean
+.PHONY: install run demo plan test test-fast lint bench mlflow-ui clean
 # Offline, the data comes from a mirror of the official files (README, "Data"):
 # ../shared/datasets beside the clone when it is there and CNNBENCH_DATA_MIRROR is unset.
 SHARED_DATASETS := $(abspath $(CURDIR)/../shared/datasets)
@@ -35,6 +35,9 @@ demo: install  ## every model for one short epoch, as a temporary DVC experiment
 
 test: lint  ## lint, then the whole test suite (CPU, real data)
 	python -m pytest
+
+test-fast: lint  ## lint, then the tests not marked slow (a few minutes)
+	python -m pytest -m "not slow"
 
 lint: install  ## ruff, with the rules in pyproject.toml (seconds)
 	ruff check .

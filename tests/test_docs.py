@@ -1,6 +1,7 @@
 """What the README, docs/ and the Makefile tell a user to run is safe to run."""
 
 import re
+from pathlib import Path
 
 from conftest import REPO
 
@@ -24,4 +25,24 @@ def test_every_file_the_docs_cite_exists():
                for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
                for path in (match.group(0).rstrip(".") for match in cited.finditer(doc.read_text()))
                if not (REPO / path).exists()]
+    assert not missing, missing
+
+
+def _anchors(markdown: Path) -> set[str]:
+    """The sections a link can point at: GitHub's slug of each heading, and <a id>s."""
+    text = markdown.read_text()
+    slugs = {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+             for heading in re.findall(r"^#+ (.+)$", text, re.M)}
+    return slugs | set(re.findall(r'<a id="([^"]+)"', text))
+
+
+def test_every_section_the_docs_and_the_code_cite_exists():
+    # docstrings and params.yaml comments link their evidence as docs/results.md#<model>
+    sources = [REPO / "README.md", REPO / "params.yaml", REPO / "Makefile", *sorted((REPO / "docs").glob("*.md")),
+               *sorted((REPO / "src").rglob("*.py")), *sorted((REPO / "stages").glob("*.py"))]
+    cited = [(source.name, path, anchor) for source in sources
+             for path, anchor in re.findall(r"((?:docs/)?[\w-]+\.md)#([\w-]+)", source.read_text())]
+    assert len(cited) >= 5
+    missing = [(source, f"{path}#{anchor}") for source, path, anchor in cited
+               if anchor not in _anchors(REPO / (path if path.startswith("docs/") else f"docs/{path}"))]
     assert not missing, missing

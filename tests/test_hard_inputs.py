@@ -20,6 +20,8 @@ import yaml
 
 from conftest import REPO, mnist_params, run, venv_env
 
+pytestmark = pytest.mark.slow  # make test-fast skips it
+
 MODEL = "seed002_mnist"
 CKPT = f"models/{MODEL}.pt"
 

@@ -14,6 +14,8 @@ import yaml
 
 from conftest import REPO, run, stage_workdir, venv_env
 
+pytestmark = pytest.mark.slow  # make test-fast skips it
+
 NAME = "seed002_mnist"
 OUTPUTS = [f"models/{NAME}.pt", f"metrics/curves/{NAME}.csv", f"metrics/timing/{NAME}.csv",
            f"metrics/train/{NAME}.json"]

@@ -13,6 +13,8 @@ import yaml
 from cnnbench import tracking
 from conftest import make_project, run
 
+pytestmark = pytest.mark.slow  # make test-fast skips it
+
 TRAIN_ROWS = 3000
 
 

@@ -6,9 +6,12 @@ import json
 import subprocess
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import make_project, run
+
+pytestmark = pytest.mark.slow  # make test-fast skips it
 
 EPOCHS = 3
 NAMES = ["seed-one", "seed-two"]

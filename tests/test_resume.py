@@ -16,6 +16,8 @@ from cnnbench.config import ModelConfig, load_model_config
 from cnnbench.train import train
 from conftest import REPO, make_project, mnist_params, run, stage_workdir, venv_env
 
+pytestmark = pytest.mark.slow  # make test-fast skips it
+
 CUT = {"epochs": 3, "train_limit": 2000, "augment": {"crop_padding": 2, "cutout": 4}}
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import REPO, make_project, run
 
+pytestmark = pytest.mark.slow  # make test-fast skips it
+
 SHORT = {"epochs": 1, "train_limit": 1000, "keras_defaults": False}
 
 

@@ -14,6 +14,8 @@ from cnnbench.models import create_model
 from cnnbench.store import ARCHIVE, EXPERIMENT, kept_run_ids, restore
 from conftest import REPO, free_port, rest, start_server, stop_server
 
+pytestmark = pytest.mark.slow  # make test-fast skips it
+
 
 def log_run(tmp: Path, model: torch.nn.Module, seed: int) -> str:
     """A run as the train and evaluate stages leave it, with a real model logged."""

@@ -9,6 +9,8 @@ import yaml
 
 from conftest import REPO, run, stage_workdir, venv_env
 
+pytestmark = pytest.mark.slow  # make test-fast skips it
+
 TIMING_KEYS = {"seconds", "train_images_per_s"}
 
 

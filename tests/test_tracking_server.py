@@ -10,6 +10,8 @@ import torch
 
 from conftest import REPO, free_port, rest, run, stage_workdir, start_server, stop_server, venv_env
 
+pytestmark = pytest.mark.slow  # make test-fast skips it
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
