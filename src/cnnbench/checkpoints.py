@@ -41,10 +41,10 @@ class Resume:
     _state: object = field(default=_UNREAD, repr=False)
 
     def read(self, cfg: ModelConfig, meta: dict) -> dict | None:
-        """The saved state when it belongs to this config and data, read once. A state
-        from another config is deleted: that run starts fresh. One that cannot be read
-        is a CheckpointError: it is written atomically, so it was damaged afterwards, and
-        deciding to throw its epochs away is the user's."""
+        """The saved state when it belongs to this config and data, read once until the
+        next save. A state from another config is deleted: that run starts fresh. One that
+        cannot be read is a CheckpointError: it is written atomically, so it was damaged
+        afterwards, and deciding to throw its epochs away is the user's."""
         if self._state is _UNREAD:
             self._state = self._read(cfg, meta)
         return self._state
@@ -65,10 +65,12 @@ class Resume:
 
     def save(self, cfg: ModelConfig, meta: dict, state: dict) -> None:
         write_torch(self.path, {"fingerprint": fingerprint(cfg, meta), **state, "extra": self.extra})
+        self._state = _UNREAD  # a later read() (a rerun in this process) reads what is on disk
 
     def finish(self) -> None:
         """Finished: nothing stale to resume from later."""
         self.path.unlink(missing_ok=True)
+        self._state = _UNREAD
 
 
 def save_checkpoint(path: Path, model: nn.Module, cfg: ModelConfig, meta: dict,
