@@ -90,8 +90,11 @@ def _nan_weights(path: Path) -> None:
 
 DAMAGED_CHECKPOINTS = {
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2]),
-                  f"{CKPT} is not a readable cnnbench checkpoint"),
-    "random bytes": (lambda p: p.write_bytes(os.urandom(4096)), f"{CKPT} is not a readable cnnbench checkpoint"),
+                  f"{CKPT} is damaged (torch cannot load it"),
+    "random bytes": (lambda p: p.write_bytes(os.urandom(4096)), f"{CKPT} is damaged (torch cannot load it"),
+    # a pickle PROTO opcode of an unknown version: torch warns before it fails
+    "unknown pickle protocol": (lambda p: p.write_bytes(b"\x80O" + bytes(range(256)) * 8),
+                                f"{CKPT} is damaged (torch cannot load it"),
     "NaN weights": (_nan_weights, f"{CKPT} holds non-finite weights"),
     "missing": (lambda p: p.unlink(), f"{CKPT} does not exist: train the model first"),
 }
@@ -107,9 +110,9 @@ def test_a_damaged_checkpoint_is_one_message_from_evaluate(project, damage):
 def test_a_damaged_resume_state_stops_training_before_the_run_opens(project):
     state = project / "models" / ".resume" / f"{MODEL}.pt"
     state.parent.mkdir(exist_ok=True)
-    state.write_bytes(os.urandom(2048))
-    refused(project, "train", MODEL, expect=[f"models/.resume/{MODEL}.pt, the state saved after the "
-                                             f"last finished epoch, is damaged", "delete it"])
+    state.write_bytes(b"\x80O" + os.urandom(2048))  # torch warns about this one before failing
+    refused(project, "train", MODEL, expect=[f"models/.resume/{MODEL}.pt is damaged", "it is the state saved "
+                                             "after the last finished epoch: delete it"])
 
 
 def _relabel(path: Path) -> None:
@@ -126,7 +129,7 @@ DAMAGED_DATA = {  # file, damage, message, the stages that read the file
                                    "data/mnist/train.pt is not the train split that data/mnist/meta.json "
                                    "describes", ("train",)),
     "meta.json not JSON": ("meta.json", lambda p: p.write_text(p.read_text()[:50]),
-                           "data/mnist/meta.json is damaged (JSONDecodeError", ("train", "evaluate")),
+                           "data/mnist/meta.json is damaged (not readable JSON", ("train", "evaluate")),
 }
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnbench import CnnbenchError
 from cnnbench.config import ModelConfig
-from cnnbench.files import write_torch
+from cnnbench.files import read_torch, write_torch
 from cnnbench.models import create_model
 
 
@@ -52,13 +52,9 @@ class Resume:
     def _read(self, cfg: ModelConfig, meta: dict) -> dict | None:
         if not self.path.is_file():
             return None
-        try:
-            state = torch.load(self.path, weights_only=True)
-            saved_for = state["fingerprint"]
-        except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
-            raise CheckpointError(f"{self.path}, the state saved after the last finished epoch, is "
-                                  f"damaged ({type(e).__name__}); delete it to train from the first epoch") from None
-        if saved_for != fingerprint(cfg, meta):
+        state = read_torch(self.path, "it is the state saved after the last finished epoch: delete it "
+                                      "to train from the first epoch", required=("fingerprint",))
+        if state["fingerprint"] != fingerprint(cfg, meta):
             self.path.unlink()
             return None
         return state
@@ -91,16 +87,13 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.
     if not Path(path).is_file():
         raise CheckpointError(f"{path} does not exist: train the model first (`dvc repro train@{name}`), "
                          f"or restore it with `dvc checkout {path}`")
+    ckpt = read_torch(path, fix, map_location=device, required=(
+        "state_dict", "config", "classes", "input_shape", "mean", "std", "mlflow_run_id"))
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        missing = {"state_dict", "config", "classes", "input_shape", "mean", "std", "mlflow_run_id"} - set(ckpt)
-        if missing:
-            raise KeyError(", ".join(sorted(missing)))
         cfg = ModelConfig.model_validate(ckpt["config"])
         classes, weights = list(ckpt["classes"]), dict(ckpt["state_dict"])
-    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
-        # only the type: torch's own message advises weights_only=False, unsafe for any file
-        raise CheckpointError(f"{path} is not a readable cnnbench checkpoint ({type(e).__name__}); {fix}") from None
+    except (ValueError, TypeError) as e:  # a ValidationError is a ValueError
+        raise CheckpointError(f"{path} is not a cnnbench checkpoint ({type(e).__name__}); {fix}") from None
     model = create_model(cfg.arch, num_classes=len(classes), keras_defaults=cfg.keras_defaults)
     try:
         model.load_state_dict(weights)

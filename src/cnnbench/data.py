@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from cnnbench import CnnbenchError
+from cnnbench.files import read_json, read_torch
 
 MIRROR_ENV = "CNNBENCH_DATA_MIRROR"
 DOWNLOAD_TIMEOUT_S = 60
@@ -473,13 +474,13 @@ def load_meta(data_dir: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path} does not exist: the dataset has not been prepared. "
                         f"Run `dvc repro download@{Path(data_dir).name}` first.")
+    meta = read_json(path, f"{_restore(data_dir)}.")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
         classes, shape, splits = meta["classes"], meta["input_shape"], meta["splits"]
         ok = (len(classes) >= 1 and len(shape) == 3 and len(meta["mean"]) == len(meta["std"]) == shape[0]
               and all(isinstance(splits[s]["count"], int) and len(splits[s]["images_sha256"]) == 64
                       for s in ("train", "test")))
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         ok, why = False, f"{type(e).__name__}: {e}"
     else:
         why = "its classes, input_shape, mean, std or splits do not fit together"
@@ -493,15 +494,10 @@ def load_split(data_dir: Path, split: str, meta: dict | None = None) -> tuple[to
     against the digests in meta.json (``meta``, read when not given)."""
     meta = meta or load_meta(data_dir)
     path = Path(data_dir) / f"{split}.pt"
-    try:
-        blob = torch.load(path, weights_only=True)
-        images, labels = blob["images"], blob["labels"]
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist; {_restore(data_dir)}.") from None
-    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
-        # only the type: torch's own message advises weights_only=False, unsafe for any file
-        raise DataError(f"{path} is damaged (torch cannot load it: {type(e).__name__}); "
-                        f"{_restore(data_dir)}.") from None
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; {_restore(data_dir)}.")
+    blob = read_torch(path, f"{_restore(data_dir)}.", required=("images", "labels"))
+    images, labels = blob["images"], blob["labels"]
     expected = meta["splits"][split]
     if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)
             and images.dtype == torch.uint8 and list(images.shape[1:]) == meta["input_shape"]

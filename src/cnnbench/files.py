@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -83,6 +84,26 @@ def read_json(path: Path, fix: str) -> dict:
     if not isinstance(data, dict):
         raise FileProblem(f"{path} is damaged (a JSON {type(data).__name__}, not an object); {fix}")
     return data
+
+
+def read_torch(path: Path, fix: str, required: tuple[str, ...] = (), map_location=None) -> dict:
+    """A dict the project saved with ``torch.save`` (``write_torch``), holding at least the
+    ``required`` keys; a file that is not one is a FileProblem saying ``fix``."""
+    import torch
+
+    try:
+        # torch warns about some damaged files before failing on them (an unknown pickle
+        # protocol); the one message below is what the user needs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
+        # only the type: torch's own message advises weights_only=False, unsafe for any file
+        raise FileProblem(f"{path} is damaged (torch cannot load it: {type(e).__name__}); {fix}") from None
+    missing = sorted(set(required) - set(obj)) if isinstance(obj, dict) else ["a dict of"]
+    if missing:
+        raise FileProblem(f"{path} is damaged (it lacks {', '.join(missing)}); {fix}")
+    return obj
 
 
 def check_writable(*folders: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from cnnbench.files import read_torch
 from cnnbench.outputs import metrics_folder, model_outputs
 from cnnbench.store import META, TrackingError, archive_dir, connect, full_run_id, project_root, redact, tracking_uri
 
@@ -187,13 +188,12 @@ def park(model: str) -> tuple[Path, int, str | None]:
     where it trained with tracking off). The training may still be running: its state is
     replaced whole after every epoch, and the run is exported first, so the state committed
     after it holds at least the run's epochs (a resumed run logs the ones it lacks)."""
-    import torch
-
     state_path = model_outputs(model).resume_state
     if not (project_root() / state_path).is_file():
         raise TrackingError(f"{model} has no unfinished training here ({state_path} does not exist): "
                             f"it is saved after every epoch of `dvc repro train@{model}` until the end")
-    state = torch.load(project_root() / state_path, weights_only=True)
+    state = read_torch(project_root() / state_path, f"delete it and train {model} again",
+                       required=("extra", "curves"))
     run_id = state["extra"].get("mlflow_run_id")
     if run_id:
         export_runs([run_id])
