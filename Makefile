@@ -16,13 +16,17 @@ export CNNBENCH_DATA_MIRROR := $(SHARED_DATASETS)
 endif
 endif
 
-install: $(STAMP)
+install: $(STAMP) .dvc/offline_plots.html
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# the page `dvc plots show` writes, with Vega inlined: charts that draw offline
+.dvc/offline_plots.html: $(STAMP)
+	$(BIN)/python -m cnnbench.offline_plots
 
 run: install  ## the main job: pull from the DVC remote if any, print the plan, `dvc repro`
 	cnnbench run

@@ -1,5 +1,6 @@
-"""DVC stage report: metrics/leaderboard.{csv,md} and metrics/leaderboard.png
-(test accuracy against parameters) across every model in params.yaml."""
+"""DVC stage report: metrics/leaderboard.{csv,md}, metrics/leaderboard.png (test accuracy
+against MACs and against parameters, the Pareto front marked) and metrics/scores/<model>.json
+(what `dvc metrics show` compares) across every model in params.yaml."""
 
 import argparse
 import sys
@@ -7,8 +8,9 @@ from pathlib import Path
 
 from cnnbench import CnnbenchError
 from cnnbench.config import load_params
-from cnnbench.files import check_writable, write_atomic, write_csv
-from cnnbench.report import build_leaderboard, plot_accuracy_vs_params, to_markdown
+from cnnbench.files import check_writable, write_atomic, write_csv, write_json
+from cnnbench.outputs import model_outputs
+from cnnbench.report import build_leaderboard, plot_efficiency, scores, to_markdown
 
 
 def main() -> int:
@@ -27,7 +29,9 @@ def main() -> int:
     write_csv(out / "leaderboard.csv", board)
     text = to_markdown(board, missing)
     write_atomic(out / "leaderboard.md", text)
-    plot_accuracy_vs_params(board, out / "leaderboard.png")
+    plot_efficiency(board, out / "leaderboard.png")
+    for name, figures in scores(board).items():
+        write_json(model_outputs(name, metrics=out).scores, figures)
     print(text)
     return 0
 

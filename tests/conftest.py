@@ -150,3 +150,19 @@ def rest(url: str, path: str, body: dict | None = None) -> dict:
                                  data=json.dumps(body).encode() if body else None,
                                  headers={"Content-Type": "application/json"})
     return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+
+def log_made_up_evaluation(run, test_acc: float) -> None:
+    """What evaluate@ logs into a run, for tests of what reads runs back: ten MNIST-like
+    classes, every image right but as many as ``test_acc`` leaves wrong."""
+    import torch
+
+    labels = torch.arange(1000) % 10
+    wrong = round((1 - test_acc) * len(labels))
+    pred = labels.clone()
+    pred[:wrong] = (pred[:wrong] + 1) % 10
+    metrics = {"test_acc": test_acc, "test_acc_single_pass": test_acc, "test_time_aug": "none",
+               "test_loss": 0.1, "errors": wrong, "test_images": len(labels), "params": 100,
+               "keras_params": 100, "macs": 1000, "checkpoint_bytes": 5000}
+    speed = {"device_name": "a test CPU", "images_per_s": 1000.0, "latency_ms_batch1": 1.0}
+    run.log_evaluation(metrics, speed, labels, pred, [str(c) for c in range(10)], files=[])

@@ -129,6 +129,10 @@ def test_the_stages_write_where_dvc_yaml_says():
 
     out = model_outputs("${key}")
     assert declared("train") == {p.as_posix() for p in out.of_training}
-    assert declared("evaluate") == {p.as_posix() for p in (out.eval_metrics, out.confusion, out.mistakes)}
+    assert declared("evaluate") == {p.as_posix() for p in (out.eval_metrics, out.inference, out.confusion,
+                                                            out.mistakes)}
+    # what `dvc metrics show` shows: the report's scores, and nothing of the stages' own files
+    assert [next(iter(e)) for e in DVC["stages"]["report"]["metrics"]] == [out.scores.parent.as_posix()]
+    assert not any(DVC["stages"][s]["do"].get("metrics") for s in ("download", "train", "evaluate"))
     assert out.checkpoint.as_posix() in declared("evaluate", ("deps",))
     assert declared("download") == {data_dir("${key}").as_posix()}

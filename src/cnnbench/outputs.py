@@ -16,7 +16,7 @@ def data_dir(dataset: str, data: Path = DATA) -> Path:
 
 def metrics_folder(kind: str, metrics: Path = METRICS) -> Path:
     """One kind of per-model metrics file: curves, timing, train, eval, confusion,
-    misclassified."""
+    misclassified, inference, scores."""
     return metrics / kind
 
 
@@ -29,6 +29,8 @@ class ModelOutputs(NamedTuple):
     eval_metrics: Path   # evaluate@: final test metrics
     confusion: Path      # evaluate@: one (actual, predicted) row per test image
     mistakes: Path       # evaluate@: misclassified test images
+    inference: Path      # evaluate@: inference speed on the device it ran on
+    scores: Path         # report: the figures people compare, what `dvc metrics show` shows
 
     @property
     def of_training(self) -> tuple[Path, Path, Path, Path]:
@@ -44,4 +46,5 @@ def model_outputs(name: str, models: Path = MODELS, metrics: Path = METRICS) -> 
         checkpoint=models / f"{name}.pt", resume_state=models / ".resume" / f"{name}.pt",
         curves=per_model("curves", "csv"), timing=per_model("timing", "csv"),
         train_summary=per_model("train", "json"), eval_metrics=per_model("eval", "json"),
-        confusion=per_model("confusion", "csv"), mistakes=per_model("misclassified", "png"))
+        confusion=per_model("confusion", "csv"), mistakes=per_model("misclassified", "png"),
+        inference=per_model("inference", "json"), scores=per_model("scores", "json"))

@@ -22,11 +22,25 @@ from pathlib import Path
 import torch
 
 from cnnbench.outputs import model_outputs
+from cnnbench.speed import device_name
 
 # the stages reach the store through this module
 from cnnbench.store import TrackingError, connect, redact, tracking_uri  # noqa: F401
 
 RUN_ID_KEY = "mlflow_run_id"
+# MLflow 3's UI opens an experiment of this kind on its training runs (not on GenAI traces)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def run_name(model_name: str, params: dict | None, tags: dict | None) -> str:
+    """'mnist_7k seed=1 exp=lofty-dace': the model and what tells its runs apart in a list,
+    the random seed and the DVC experiment that ran it."""
+    parts = [model_name]
+    if params and params.get("seed") is not None:
+        parts.append(f"seed={params['seed']}")
+    if tags and tags.get("dvc_exp_name"):
+        parts.append(f"exp={tags['dvc_exp_name']}")
+    return " ".join(parts)
 
 
 def enabled() -> bool:
@@ -41,15 +55,8 @@ def _git(*args: str) -> str:
 
 
 def cpu_name() -> str:
-    """'AMD EPYC (AVX2)': the processor and the vector instructions torch's kernels use."""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:  # not Linux
-        model = ""
-    import platform
-
-    return f"{model or platform.processor() or 'unknown'} ({torch.backends.cpu.get_cpu_capability()})"
+    """'AMD EPYC 7B13 (AVX2)': the processor and the vector instructions torch's kernels use."""
+    return device_name(torch.device("cpu"))
 
 
 def run_tags(model_name: str, dataset: str, device: str) -> dict[str, str]:
@@ -82,8 +89,9 @@ class ModelRun:
     does not take (it went away) is kept, retried after every epoch and at the end, and
     named in one message if it never gets through. The DVC outputs are written anyway."""
 
-    def __init__(self, run, retry_seconds: float):
+    def __init__(self, run, model_name: str, retry_seconds: float):
         self.run = run
+        self.model_name = model_name
         self.run_id = run.info.run_id
         self.retry_seconds = retry_seconds
         self.pending: list[tuple[str, Callable[[], object]]] = []
@@ -156,20 +164,39 @@ class ModelRun:
         self.log("the layer summary", lambda: mlflow.log_text(summary_md, "summary.md"))
         for path in curve_files:
             self.log(str(path), lambda p=path: mlflow.log_artifact(str(p), p.parent.name))
-        self.log("the model", lambda: _log_model(model, example))
+        self.log("the model", lambda: _log_model(model, example, self.model_name))
 
-    def log_evaluation(self, metrics: dict, files: list[Path]) -> None:
-        """Final test metrics (per-class accuracy as test_acc.<class>) and evaluate's files.
-        test_acc/test_loss become final_*: the per-epoch history owns the plain names."""
+    def log_evaluation(self, metrics: dict, speed: dict, labels: torch.Tensor, pred: torch.Tensor,
+                       classes: list[str], files: list[Path]) -> None:
+        """Final figures, linked to the logged model too so that its page agrees with the
+        run's, and evaluate's files. The headline, under one name in every run, is
+        final_test_acc: the figure the leaderboard shows (with test-time augmentation where
+        the model is scored so), test_acc_single_pass beside it; test_acc and test_loss
+        are the per-epoch history's. Per-class accuracy and the confusion matrix are
+        tables and figures, not metrics."""
         import mlflow
 
-        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        flat.update({f"test_acc.{c}": v for c, v in metrics["per_class_acc"].items() if v is not None})
-        final = {("final_" + k if k in ("test_acc", "test_loss") else k): float(v) for k, v in flat.items()}
-        self.log("final test metrics", lambda: mlflow.log_metrics(final))
-        tags = {k: v for k, v in metrics.items() if isinstance(v, str)}  # e.g. test_time_aug
-        if tags:
-            self.log("evaluation tags", lambda: mlflow.set_tags(tags))
+        from cnnbench.figures import confusion_figure, confusion_matrix, per_class_figure, per_class_table
+
+        final = {"final_test_acc": metrics["test_acc"], "test_acc_single_pass": metrics["test_acc_single_pass"],
+                 "final_test_loss": metrics["test_loss"], "errors": metrics["errors"],
+                 "test_images": metrics["test_images"], "params": metrics["params"], "macs": metrics["macs"],
+                 "checkpoint_bytes": metrics["checkpoint_bytes"], "inference_images_per_s": speed["images_per_s"],
+                 "latency_ms_batch1": speed["latency_ms_batch1"]}
+        final = {k: float(v) for k, v in final.items()}
+        model_id = self.run.data.tags.get("model_uri", "").removeprefix("models:/") or None
+        self.log("final test metrics", lambda: mlflow.log_metrics(final, model_id=model_id))
+        tags = {"test_time_aug": metrics["test_time_aug"], "inference_device": speed["device_name"]}
+        self.log("evaluation tags", lambda: mlflow.set_tags(tags))
+        matrix = confusion_matrix(labels, pred, classes)
+        self.log("the per-class accuracy", lambda: mlflow.log_table(
+            per_class_table(matrix), "evaluation/per_class_accuracy.json"))
+        self.log("the per-class accuracy figure", lambda: mlflow.log_figure(
+            per_class_figure(matrix), "evaluation/per_class_accuracy.png"))
+        self.log("the confusion matrix", lambda: mlflow.log_table(
+            matrix.reset_index(), "evaluation/confusion_matrix.json"))
+        self.log("the confusion matrix figure", lambda: mlflow.log_figure(
+            confusion_figure(matrix), "evaluation/confusion_matrix.png"))
         for path in files:
             self.log(str(path), lambda p=path: mlflow.log_artifact(str(p), "evaluation"))
 
@@ -187,8 +214,9 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
     mlflow = connect()
     if run_id:
         _require_run(run_id, model_name)
-    run = ModelRun(mlflow.start_run(run_id=run_id, run_name=None if run_id else model_name),
-                   retry_seconds=retry_seconds)
+    run = ModelRun(mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name(model_name, params, tags)),
+                   model_name, retry_seconds=retry_seconds)
+    run.log("the experiment's kind", lambda: mlflow.set_experiment_tags(EXPERIMENT_KIND))
     if params:
         flat = {k: ("" if v is None else v) for k, v in params.items()}
         run.log("params", lambda: mlflow.log_params(flat))
@@ -260,13 +288,16 @@ def sigterm_raises():
     return signal.signal(signal.SIGTERM, raise_terminated)
 
 
-def _log_model(model: torch.nn.Module, example: torch.Tensor) -> None:
-    """Log the model with an input example so that it loads back; its URI goes in the
-    tag model_uri. MLflow 3 saves it as a torch.export program (no pickle to load)."""
+def _log_model(model: torch.nn.Module, example: torch.Tensor, model_name: str) -> None:
+    """Log the model under its name with an input example so that it loads back, and
+    register it: each run is one version of the registered model ``model_name``, so the
+    Model Registry answers which weights were behind a figure. Its URI goes in the tag
+    model_uri. MLflow 3 saves it as a torch.export program (no pickle to load)."""
     import mlflow.pytorch
 
     info = mlflow.pytorch.log_model(
-        model.cpu().eval(), name="model", input_example=example.cpu().numpy(),
+        model.cpu().eval(), name=model_name, registered_model_name=model_name,
+        input_example=example.cpu().numpy(),
         # explicit requirements: inferring them starts a slow subprocess
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     mlflow.set_tag("model_uri", info.model_uri)
