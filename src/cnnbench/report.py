@@ -81,7 +81,8 @@ def build_leaderboard(models: dict[str, ModelConfig], metrics_dir: Path) -> tupl
             missing.append(name)
             continue
         evaluation, inference = (read_json(path, f"restore it with `git checkout {path}` or rerun "
-                                                 f"`dvc repro evaluate@{name}`") for path in (eval_json, inference_json))
+                                                 f"`dvc repro evaluate@{name}`")
+                                 for path in (eval_json, inference_json))
         training = read_json(train_json, f"restore it with `git checkout {train_json}` or rerun "
                                          f"`dvc repro train@{name}`")
         try:
