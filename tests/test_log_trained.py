@@ -75,7 +75,7 @@ def test_log_trained_fills_a_run_that_evaluate_then_completes(logged):
     r = runs[0]
     run_id = r.info.run_id
     assert f"logged 2 epochs and the model into MLflow run {run_id}" in proc.stdout
-    assert r.info.status == "FINISHED" and r.info.run_name == NAME
+    assert r.info.status == "FINISHED" and r.info.run_name == f"{NAME} seed=0"
     cfg = load_model_config(root / "params.yaml", NAME)
     assert r.data.params == {k: "" if v is None else str(v) for k, v in flatten(cfg).items()}
     assert r.data.params["train_limit"] == "1200" and r.data.params["epochs"] == "2"

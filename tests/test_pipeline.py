@@ -69,7 +69,8 @@ def test_mlflow_holds_both_runs_with_history_and_a_loadable_model(project):
     mlflow.set_tracking_uri(client.tracking_uri)  # models:/ URIs resolve through it
     exp = client.get_experiment_by_name("cnnbench")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"seed001_mnist", "seed002_mnist"}
+    assert set(runs) == {"seed001_mnist seed=0", "seed002_mnist seed=0"}  # the model, the random seed
+    runs = {r.data.tags["model"]: r for r in runs.values()}
     for name, r in runs.items():
         assert r.info.status == "FINISHED"
         assert r.data.params["optimizer.lr"] == "0.003" and r.data.params["train_limit"] == str(TRAIN_ROWS)
@@ -185,8 +186,14 @@ def test_branch_with_one_changed_param_diffs_exactly_that_model(project):
     git("commit", "-qm", "seed 7")
     diff = json.loads(run(["dvc", "metrics", "diff", "main", "--json"], root, env).stdout)
     changed = {path for path, values in diff.items() if values}
-    assert changed and all("seed002_mnist" in path for path in changed), changed
-    assert "metrics/eval/seed002_mnist.json" in changed
+    assert changed == {"metrics/scores/seed002_mnist.json"}, changed
+    # the figures people compare, and not versions, run ids or per-class accuracy
+    assert set(diff["metrics/scores/seed002_mnist.json"]) <= {
+        "test_acc_pct", "params", "macs", "epochs", "train_seconds"}
+    shown = run(["dvc", "metrics", "show"], root, env).stdout
+    header = shown.splitlines()[0].split()
+    assert header == ["Path", "epochs", "macs", "params", "test_acc_pct", "train_seconds"], shown
+    assert "metrics/scores/seed001_mnist.json" in shown and max(map(len, shown.splitlines())) < 120
     again = run(["dvc", "repro"], root, env).stdout
     assert "Running stage" not in again and "up to date" in again
     plots = run(["dvc", "plots", "diff", "main", "--json"], root, env)
@@ -204,7 +211,7 @@ def test_dvc_exp_run_temp_lands_in_the_main_store(project):
     runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
     assert len(runs) == before + 1
     new = [r for r in runs if r.data.tags.get("dvc_exp_name") == "temp-exp"]
-    assert len(new) == 1 and new[0].info.run_name == "seed001_mnist"
+    assert len(new) == 1 and new[0].info.run_name == "seed001_mnist seed=3 exp=temp-exp"
     assert "final_test_acc" in new[0].data.metrics  # evaluate found the run from the temp copy
     assert new[0].data.tags.get("dvc_baseline_rev")
     assert new[0].data.params["train_limit"] == "1000" and new[0].data.params["seed"] == "3"

@@ -81,13 +81,17 @@ def test_restore_brings_back_the_runs_under_their_ids(store, exported, tmp_path)
     old, new = MlflowClient(uri), MlflowClient(f"sqlite:///{target}")
     for run_id in ids:
         a, b = old.get_run(run_id), new.get_run(run_id)
-        assert (b.info.status, b.info.run_name, b.info.start_time) == ("FINISHED", "seed002_mnist", a.info.start_time)
+        assert (b.info.status, b.info.run_name, b.info.start_time) == ("FINISHED", a.info.run_name, a.info.start_time)
         assert (b.data.params, b.data.tags, b.data.metrics) == (a.data.params, a.data.tags, a.data.metrics)
         history = [(m.step, m.value, m.timestamp) for m in new.get_metric_history(run_id, "test_acc")]
         assert history == [(m.step, m.value, m.timestamp) for m in old.get_metric_history(run_id, "test_acc")]
         # the artifacts sit beside the new store, as its own runs' would
         assert b.info.artifact_uri == (target.parent / "mlartifacts" / run_id / "artifacts").as_uri()
         assert sorted(f.path for f in new.list_artifacts(run_id)) == sorted(f.path for f in old.list_artifacts(run_id))
+    # as a new run would be: the experiment shown as model training, each run a registered version
+    assert new.get_experiment_by_name(EXPERIMENT).tags["mlflow.experimentKind"] == "custom_model_development"
+    versions = sorted(new.search_model_versions("name='seed002_mnist'"), key=lambda v: int(v.version))
+    assert [v.run_id for v in versions] == list(ids)
     import mlflow.pytorch
 
     with pytest.MonkeyPatch.context() as mp:

@@ -198,6 +198,8 @@ def full_run_id(run_id: str) -> str:
 # --- the runs kept in git, and a new store built from them -------------------------
 
 ARCHIVE = Path("metrics") / "mlruns"
+# MLflow 3's UI opens an experiment of this kind on its training runs (not on GenAI traces)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 META = "meta.yaml"
 def archive_dir() -> Path:
     return project_root() / ARCHIVE
@@ -239,12 +241,35 @@ def restore(target_uri: str | None = None, archive: Path | None = None) -> int:
             with contextlib.redirect_stdout(io.StringIO()):  # its per-table summary
                 migrate(Path(tmp), f"sqlite:///{building}", progress=False)
             _leave_wal(building)
+            _as_new_runs_are(f"sqlite:///{building}")
             for src, dst in _artifact_folders(archive, artifacts):
                 shutil.copytree(src, dst, dirs_exist_ok=True)
             os.replace(building, db)
         finally:
             building.unlink(missing_ok=True)
     return count
+
+
+def _as_new_runs_are(uri: str) -> None:
+    """What tracking.py gives a new run besides the run itself: the experiment's kind, and
+    the run's logged model as a version of the registered model of its name, in the order
+    the runs started."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for experiment in client.search_experiments():
+        client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+        # where each kept logged model lies: a models:/ source would be looked up in the
+        # store MLFLOW_TRACKING_URI names, which need not be this one
+        kept_models = {m.model_id: m.artifact_location for m in client.search_logged_models([experiment.experiment_id])}
+        for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]):
+            model_id, name = run.data.tags.get("model_uri", "").removeprefix("models:/"), run.data.tags.get("model")
+            if not (model_id in kept_models and name):
+                continue
+            if not client.search_registered_models(f"name='{name}'"):
+                client.create_registered_model(name)
+            client.create_model_version(name, source=kept_models[model_id], run_id=run.info.run_id,
+                                        model_id=model_id)
 
 
 def _holds_anything(db: Path) -> bool:

@@ -25,11 +25,9 @@ from cnnbench.outputs import model_outputs
 from cnnbench.speed import device_name
 
 # the stages reach the store through this module
-from cnnbench.store import TrackingError, connect, redact, tracking_uri  # noqa: F401
+from cnnbench.store import EXPERIMENT_KIND, TrackingError, connect, redact, tracking_uri  # noqa: F401
 
 RUN_ID_KEY = "mlflow_run_id"
-# MLflow 3's UI opens an experiment of this kind on its training runs (not on GenAI traces)
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def run_name(model_name: str, params: dict | None, tags: dict | None) -> str:
@@ -216,7 +214,7 @@ def model_run(model_name: str, run_id: str | None = None, params: dict | None = 
         _require_run(run_id, model_name)
     run = ModelRun(mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name(model_name, params, tags)),
                    model_name, retry_seconds=retry_seconds)
-    run.log("the experiment's kind", lambda: mlflow.set_experiment_tags(EXPERIMENT_KIND))
+    run.log("the experiment's kind", lambda: mlflow.set_experiment_tag(*EXPERIMENT_KIND))
     if params:
         flat = {k: ("" if v is None else v) for k, v in params.items()}
         run.log("params", lambda: mlflow.log_params(flat))
