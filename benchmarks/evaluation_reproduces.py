@@ -15,9 +15,11 @@ metrics/eval file lacks (one that newer code adds) is left out of the comparison
 metrics/inference (timings) is never compared.
 
 With ``--write``, the outputs of this tree's code replace the workspace's when they
-reproduce: the way to record what a new evaluation adds without the checkpoint.
+reproduce: the way to record what a new evaluation adds without the checkpoint. With
+``--log``, this tree's evaluation also logs into the model's MLflow run, in the store
+MLFLOW_TRACKING_URI names (e.g. one `cnnbench runs restore --to` built from the archive).
 
-    python benchmarks/evaluation_reproduces.py seed001_mnist [--against ../old] [--write]
+    python benchmarks/evaluation_reproduces.py seed001_mnist [--against ../old] [--write] [--log]
 
 Evaluation is fp32 on the CPU; a model evaluated on another kind of processor may differ
 from its committed files in the last digit, which --against tells apart from a change.
@@ -65,14 +67,14 @@ def rebuild_checkpoint(name: str, dest: Path) -> None:
     save_checkpoint(dest, model, cfg, meta, run_id)
 
 
-def evaluate(name: str, code: Path, checkpoint: Path, work: Path) -> list[bytes]:
+def evaluate(name: str, code: Path, checkpoint: Path, work: Path, log: bool = False) -> list[bytes]:
     """evaluate@<name> with the code in ``code``, in ``work``; its deterministic outputs."""
     out = model_outputs(name)
     (work / out.checkpoint).parent.mkdir(parents=True)
     shutil.copy(checkpoint, work / out.checkpoint)
     (work / "data").symlink_to(ROOT / "data")
     shutil.copy(ROOT / "params.yaml", work / "params.yaml")
-    env = {**os.environ, "CNNBENCH_TRACKING": "off", "PYTHONPATH": str(code / "src")}
+    env = {**os.environ, "CNNBENCH_TRACKING": "on" if log else "off", "PYTHONPATH": str(code / "src")}
     proc = subprocess.run([sys.executable, str(code / "stages" / "evaluate.py"), name], cwd=work, env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
@@ -91,6 +93,7 @@ def main() -> int:
     p.add_argument("model")
     p.add_argument("--against", type=Path, help="another checkout whose code must give the same files")
     p.add_argument("--write", action="store_true", help="put this code's outputs in the workspace if they reproduce")
+    p.add_argument("--log", action="store_true", help="log this code's evaluation into the model's MLflow run")
     args = p.parse_args()
     out = model_outputs(args.model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +103,7 @@ def main() -> int:
         except CnnbenchError as e:
             print(f"evaluation_reproduces: error: {e}", file=sys.stderr)
             return 2
-        ours = evaluate(args.model, ROOT, tmp / "model.pt", tmp / "ours")
+        ours = evaluate(args.model, ROOT, tmp / "model.pt", tmp / "ours", log=args.log)
         if args.against:
             expected = evaluate(args.model, args.against.resolve(), tmp / "model.pt", tmp / "theirs")
             against = str(args.against)

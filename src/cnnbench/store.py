@@ -200,7 +200,22 @@ def full_run_id(run_id: str) -> str:
 ARCHIVE = Path("metrics") / "mlruns"
 # MLflow 3's UI opens an experiment of this kind on its training runs (not on GenAI traces)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def run_name(model_name: str, params: dict | None, tags: dict | None) -> str:
+    """'mnist_7k seed=1 exp=lofty-dace': the model and what tells its runs apart in a list,
+    the random seed and the DVC experiment that ran it."""
+    parts = [model_name]
+    if params and params.get("seed") not in (None, ""):
+        parts.append(f"seed={params['seed']}")
+    if tags and tags.get("dvc_exp_name"):
+        parts.append(f"exp={tags['dvc_exp_name']}")
+    return " ".join(parts)
+
+
 META = "meta.yaml"
+
+
 def archive_dir() -> Path:
     return project_root() / ARCHIVE
 
@@ -251,9 +266,9 @@ def restore(target_uri: str | None = None, archive: Path | None = None) -> int:
 
 
 def _as_new_runs_are(uri: str) -> None:
-    """What tracking.py gives a new run besides the run itself: the experiment's kind, and
-    the run's logged model as a version of the registered model of its name, in the order
-    the runs started."""
+    """What tracking.py gives a new run: its name, the experiment's kind, and the run's
+    logged model as a version of the registered model of its name, in the order the runs
+    started."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -264,6 +279,8 @@ def _as_new_runs_are(uri: str) -> None:
         kept_models = {m.model_id: m.artifact_location for m in client.search_logged_models([experiment.experiment_id])}
         for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]):
             model_id, name = run.data.tags.get("model_uri", "").removeprefix("models:/"), run.data.tags.get("model")
+            if name:
+                client.update_run(run.info.run_id, name=run_name(name, run.data.params, run.data.tags))
             if not (model_id in kept_models and name):
                 continue
             if not client.search_registered_models(f"name='{name}'"):

@@ -25,20 +25,9 @@ from cnnbench.outputs import model_outputs
 from cnnbench.speed import device_name
 
 # the stages reach the store through this module
-from cnnbench.store import EXPERIMENT_KIND, TrackingError, connect, redact, tracking_uri  # noqa: F401
+from cnnbench.store import EXPERIMENT_KIND, TrackingError, connect, redact, run_name, tracking_uri  # noqa: F401
 
 RUN_ID_KEY = "mlflow_run_id"
-
-
-def run_name(model_name: str, params: dict | None, tags: dict | None) -> str:
-    """'mnist_7k seed=1 exp=lofty-dace': the model and what tells its runs apart in a list,
-    the random seed and the DVC experiment that ran it."""
-    parts = [model_name]
-    if params and params.get("seed") is not None:
-        parts.append(f"seed={params['seed']}")
-    if tags and tags.get("dvc_exp_name"):
-        parts.append(f"exp={tags['dvc_exp_name']}")
-    return " ".join(parts)
 
 
 def enabled() -> bool:
