@@ -52,6 +52,7 @@ bench: install  ## trainer vs plain PyTorch loop, images/s (see benchmarks/throu
 
 mlflow-ui: install  ## browse runs at http://127.0.0.1:5000 (a new store starts with the runs kept in metrics/mlruns/)
 	test -s mlflow.db || cnnbench runs restore  # -s: an empty file holds no runs
+	@echo "open http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning (the query keeps MLflow's 'Model training' view)"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -119,6 +119,7 @@ def main() -> int:
             args.write = False
         if args.write and all(same):
             for path in (out.eval_metrics, out.inference, out.confusion, out.mistakes):
+                (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(tmp / "ours" / path, ROOT / path)
     for path, ok in zip((out.eval_metrics, out.confusion, out.mistakes), same):
         print(f"{args.model}: {path} {'byte-identical to' if ok else 'DIFFERENT from'} {against}")

@@ -14,7 +14,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("dataset")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", default="data", help="parent folder of data/<dataset>")
+    parser.add_argument("--out", default="data", help="the folder that receives <dataset>/ (default: data)")
     args = parser.parse_args()
     try:
         params = load_params(args.params)

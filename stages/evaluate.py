@@ -49,8 +49,9 @@ def main() -> int:
         plot_misclassified(images, labels, pred, classes, mistakes_png)
         with tracking.model_run(name, run_id=run_id if tracking.enabled() else None) as run:
             if run:
-                run.log_evaluation(metrics, speed, labels, pred, classes,
-                                   [metrics_json, out.inference, confusion_csv, mistakes_png])
+                # the inference figures are the run's metrics and tags; its file, of the same
+                # name as metrics_json, would overwrite that in the run's evaluation/ folder
+                run.log_evaluation(metrics, speed, labels, pred, classes, [metrics_json, confusion_csv, mistakes_png])
     except CnnbenchError as e:
         print(f"evaluate@{name}: error: {e}", file=sys.stderr)
         return 1

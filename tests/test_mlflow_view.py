@@ -6,6 +6,7 @@ SQLite store."""
 
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -64,6 +65,8 @@ def test_the_headline_is_the_leaderboards_figure_and_per_class_accuracy_is_a_tab
     artifacts = {a.path for a in client.list_artifacts(last.info.run_id, "evaluation")}
     assert {"evaluation/per_class_accuracy.json", "evaluation/per_class_accuracy.png",
             "evaluation/confusion_matrix.json", "evaluation/confusion_matrix.png"} <= artifacts
+    logged = json.loads(Path(client.download_artifacts(last.info.run_id, f"evaluation/{NAME}.json")).read_text())
+    assert logged == evaluation  # the evaluation's own file, not another of the same name
     table = load_table(client, last.info.run_id, "evaluation/per_class_accuracy.json")
     assert dict(zip(table["class"], table["accuracy"])) == pytest.approx(evaluation["per_class_acc"])
 

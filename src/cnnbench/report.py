@@ -154,7 +154,8 @@ def plot_efficiency(frame: pd.DataFrame, path: Path) -> None:
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(dataset)
             ax.grid(alpha=0.3)
-            ax.legend(loc="lower right", fontsize=8)
+            ax.margins(x=0.15, y=0.08)  # room for the names of the outermost models
+            ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Software": None})
