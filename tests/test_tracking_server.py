@@ -37,7 +37,7 @@ def test_runs_and_model_through_a_real_server(server, workdir):
 
     exp = rest(server, "experiments/get-by-name?experiment_name=cnnbench")["experiment"]
     runs = rest(server, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
-    assert [r["info"]["run_name"] for r in runs] == ["seed001_mnist"]
+    assert [r["info"]["run_name"] for r in runs] == ["seed001_mnist seed=0"]
     run_id = runs[0]["info"]["run_id"]
     history = rest(server, f"metrics/get-history?run_id={run_id}&metric_key=test_acc")["metrics"]
     assert [m["step"] for m in history] == [0, 1]
