@@ -1,6 +1,6 @@
 """The ``cnnbench`` command: ``cnnbench run``, ``plan`` and ``demo`` (the pipeline),
 ``cnnbench summary <arch>``, ``cnnbench models``, ``cnnbench seeds <model>`` and
-``cnnbench runs export|restore|park``."""
+``cnnbench runs export|restore|park`` and ``cnnbench team-server``."""
 
 from __future__ import annotations
 
@@ -113,6 +113,16 @@ def _pipeline(args: argparse.Namespace) -> int:
         return 1
 
 
+def _team_server(args: argparse.Namespace) -> int:
+    from cnnbench.team import TeamServerError, serve
+
+    try:
+        return serve(args.db, args.artifacts, args.host, args.port, args.workers)
+    except TeamServerError as e:
+        print(f"cnnbench team-server: error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +157,16 @@ def main(argv: list[str] | None = None) -> int:
                                         "machine: its MLflow run goes into metrics/mlruns/")
     k.add_argument("model")
     p.set_defaults(func=_runs)
+    p = sub.add_parser("team-server", help="an MLflow tracking server for a team: PostgreSQL, accounts, "
+                                           "artifacts served by the server (docs/guide.md, 'A team')")
+    p.add_argument("--db", required=True, metavar="URI", help="postgresql://user@host:5432/database "
+                                                              "(its password in PGPASSWORD or ~/.pgpass)")
+    p.add_argument("--artifacts", required=True, type=Path, metavar="DIR", help="where the server keeps artifacts")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
+                                                       "machine only; 0.0.0.0 for the whole network)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=4)
+    p.set_defaults(func=_team_server)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

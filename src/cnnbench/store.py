@@ -157,9 +157,21 @@ def _connect(uri: str):
         if uri == default_tracking_uri():
             restore_if_new(db)  # a fresh clone's store starts with the runs kept in git
         if mlflow.get_experiment_by_name(name) is None:
-            mlflow.create_experiment(name, artifact_location=db and artifact_root(db).as_uri())
+            _create_experiment(mlflow, name, db)
         mlflow.set_experiment(name)
     return mlflow
+
+
+def _create_experiment(mlflow, name: str, db: Path | None) -> None:
+    """Trainers that start together on one server all find no experiment and all create
+    it; the first wins and the others use it (a SQLite store is locked instead)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.create_experiment(name, artifact_location=db and artifact_root(db).as_uri())
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 @contextmanager
