@@ -296,3 +296,44 @@ def test_postgresql_away_mid_training_loses_nothing(server, postgres, tmp_path, 
         assert r.info.status == "FINISHED" and "model_uri" in r.data.tags
         for key in ("test_acc", "train_loss"):
             assert [m.step for m in client.get_metric_history(r.info.run_id, key)] == [0, 1, 2, 3, 4], key
+
+
+def test_the_kept_runs_move_into_the_server_with_histories_artifacts_and_models(server, tmp_path):
+    """`cnnbench runs push` copies metrics/mlruns/ into the server; the leaderboard's ids
+    find the copies; a second push copies nothing again."""
+    url, _ = server
+    env = user_env(url, ALICE, MLFLOW_EXPERIMENT_NAME="kept")
+    board = json.loads((REPO / "metrics/train/sep_cifar_94k.json").read_text())["mlflow_run_id"]
+    mnist = json.loads((REPO / "metrics/train/mnist_5k.json").read_text())["mlflow_run_id"]
+    push = ["cnnbench", "runs", "push", board[:8], mnist]  # two of them: every run takes minutes here
+    out = run(push, REPO, env, timeout=900).stdout
+    pairs = dict(line.split()[:3:2] for line in out.splitlines() if line.startswith("  "))
+    assert set(pairs) == {board, mnist} and len(set(pairs.values())) == 2
+    assert run(push, REPO, env, timeout=900).stdout == out  # nothing copied twice
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from cnnbench.store import full_run_id, restore
+
+    restore(f"sqlite:///{tmp_path}/kept.db")
+    kept = MlflowClient(f"sqlite:///{tmp_path}/kept.db")
+    client = MlflowClient(url)
+    with credentials(*ALICE):
+        mlflow.set_tracking_uri(url)
+        assert full_run_id(board) == full_run_id(board[:8]) == pairs[board]  # the leaderboard's id finds the copy
+        a, b = kept.get_run(board), client.get_run(pairs[board])
+        assert (b.data.params, b.info.run_name, b.info.status) == (a.data.params, a.info.run_name, a.info.status)
+        for key in ("test_acc", "lr", "final_test_acc"):
+            assert ([(m.step, m.value, m.timestamp) for m in client.get_metric_history(b.info.run_id, key)]
+                    == [(m.step, m.value, m.timestamp) for m in kept.get_metric_history(board, key)]), key
+        assert ({f.path for f in client.list_artifacts(b.info.run_id, "evaluation")}
+                == {f.path for f in kept.list_artifacts(board, "evaluation")})
+        model = mlflow.pytorch.load_model(b.data.tags["model_uri"])
+        (version,) = client.search_model_versions("name='sep_cifar_94k'")
+        assert version.run_id == b.info.run_id
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/kept.db")
+    original = mlflow.pytorch.load_model(a.data.tags["model_uri"])
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), original(x))

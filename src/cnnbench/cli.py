@@ -1,6 +1,6 @@
 """The ``cnnbench`` command: ``cnnbench run``, ``plan`` and ``demo`` (the pipeline),
 ``cnnbench summary <arch>``, ``cnnbench models``, ``cnnbench seeds <model>`` and
-``cnnbench runs export|restore|park`` and ``cnnbench team-server``."""
+``cnnbench runs export|restore|push|park`` and ``cnnbench team-server``."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _seeds(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from cnnbench.outputs import METRICS
-    from cnnbench.runs import export_runs, leaderboard_runs, park
+    from cnnbench.runs import export_runs, leaderboard_runs, park, push_runs
     from cnnbench.store import ARCHIVE, TrackingError, project_root, redact, restore, tracking_uri
 
     try:
@@ -79,6 +79,13 @@ def _runs(args: argparse.Namespace) -> int:
                   f"  git add -f {state} {ARCHIVE} && git commit -m 'park {args.model} after {epochs} epochs'\n"
                   f"(-f: models/ is git-ignored. Leave metrics/curves/ and metrics/timing/ out: they "
                   f"hold the unfinished epochs; the state has them too.)")
+            return 0
+        if args.action == "push":
+            copied = push_runs(args.run_ids)
+            print(f"{len(copied)} kept run(s) in {redact(tracking_uri())} (kept id -> id there; cnnbench "
+                  f"commands take either):")
+            for name, kept, there in copied:
+                print(f"  {kept} -> {there}  {name}")
             return 0
         if args.action == "restore":
             count = restore(args.to)
@@ -153,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     r = actions.add_parser("restore", help="build a new SQLite store from metrics/mlruns/")
     r.add_argument("--to", metavar="URI", help="sqlite:///path/to/new.db (default: the project's store)")
+    u = actions.add_parser("push", help="copy the runs kept in metrics/mlruns/ into the store MLFLOW_TRACKING_URI "
+                                        "names (a team's server): histories, artifacts, models; what is there stays")
+    u.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="only these kept runs (default: all)")
     k = actions.add_parser("park", help="keep an unfinished training in git, to continue it on another "
                                         "machine: its MLflow run goes into metrics/mlruns/")
     k.add_argument("model")

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,7 +27,17 @@ import yaml
 
 from cnnbench.files import read_torch
 from cnnbench.outputs import metrics_folder, model_outputs
-from cnnbench.store import META, TrackingError, archive_dir, connect, full_run_id, project_root, redact, tracking_uri
+from cnnbench.store import (
+    META,
+    SOURCE_TAG,
+    TrackingError,
+    archive_dir,
+    connect,
+    full_run_id,
+    project_root,
+    redact,
+    tracking_uri,
+)
 
 
 def leaderboard_runs(metrics_dir: Path) -> dict[str, str]:
@@ -178,6 +189,81 @@ def _write_file(path: Path, text: str) -> None:
 
 def _write_yaml(path: Path, data: dict) -> None:
     _write_file(path, yaml.safe_dump(data, sort_keys=True))
+
+
+# --- push: the kept runs into another store, a team's server ---------------------------
+
+def push_runs(run_ids: list[str] | None = None, archive: Path | None = None) -> list[tuple[str, str, str]]:
+    """Copy the runs kept in ``archive`` into the tracking store MLFLOW_TRACKING_URI names
+    (a team's server), with their params, per-epoch histories, tags, artifacts and logged
+    models, each model a version of its registered model: all of them, or those of
+    ``run_ids`` (full or 8-character). Returns (name, kept id, id in the store). A server
+    gives new ids; each copy carries its kept id in the tag ``cnnbench.source_run_id``, so
+    ``full_run_id`` finds it by the id the leaderboard shows, and a push again copies only
+    what is not there yet."""
+    from mlflow.tracking import MlflowClient
+
+    from cnnbench.store import EXPERIMENT, restore
+
+    mlflow = connect()
+    target = MlflowClient()
+    experiment_id = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)).experiment_id
+    there = {r.data.tags[SOURCE_TAG]: r.info.run_id for r in target.search_runs(
+        [experiment_id], filter_string=f"tags.`{SOURCE_TAG}` != ''", max_results=10000)}
+    copied = []
+    with tempfile.TemporaryDirectory() as tmp, _no_download_bars():
+        kept = f"sqlite:///{tmp}/kept.db"
+        restore(kept, archive)
+        source = MlflowClient(kept)
+        for run in source.search_runs([e.experiment_id for e in source.search_experiments()],
+                                      order_by=["attributes.start_time ASC"]):
+            kept_id = run.info.run_id
+            if run_ids and not any(kept_id.startswith(r) for r in run_ids):
+                continue
+            if kept_id not in there:
+                with contextlib.redirect_stdout(sys.stderr):  # MLflow's "View run at" lines
+                    there[kept_id] = _copy_run(source, target, run, experiment_id, Path(tmp) / kept_id)
+            copied.append((run.info.run_name, kept_id, there[kept_id]))
+    return copied
+
+
+def _copy_run(source, target, run, experiment_id: str, tmp: Path) -> str:
+    import mlflow.artifacts
+    from mlflow.entities import LoggedModelOutput, Metric, Param
+
+    tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}
+    new_id = target.create_run(experiment_id, start_time=run.info.start_time, run_name=run.info.run_name,
+                               tags={**tags, SOURCE_TAG: run.info.run_id}).info.run_id
+    params = [Param(k, v) for k, v in run.data.params.items()]
+    metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in run.data.metrics
+               for m in source.get_metric_history(run.info.run_id, key)]
+    for i in range(0, len(params), 100):  # the REST API's limits on one batch
+        target.log_batch(new_id, params=params[i:i + 100])
+    for i in range(0, len(metrics), 1000):
+        target.log_batch(new_id, metrics=metrics[i:i + 1000])
+    (tmp / "run").mkdir(parents=True)
+    source.download_artifacts(run.info.run_id, "", str(tmp / "run"))
+    target.log_artifacts(new_id, str(tmp / "run"))
+    for output in run.outputs.model_outputs if run.outputs else []:
+        model = source.get_logged_model(output.model_id)
+        new = target.create_logged_model(experiment_id, name=model.name, source_run_id=new_id, tags=model.tags,
+                                         params=model.params, model_type=model.model_type)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(tmp / "model"))
+        target.log_model_artifacts(new.model_id, local)
+        target.finalize_logged_model(new.model_id, "READY")
+        target.log_outputs(new_id, [LoggedModelOutput(new.model_id, output.step)])
+        for m in model.metrics or []:  # the final figures its page shows
+            target.log_metric(new_id, m.key, m.value, timestamp=m.timestamp, step=m.step, model_id=new.model_id)
+        if run.data.tags.get("model_uri") == f"models:/{model.model_id}":
+            target.set_tag(new_id, "model_uri", f"models:/{new.model_id}")
+            name = run.data.tags.get("model")
+            if name:
+                if not target.search_registered_models(f"name='{name}'"):
+                    target.create_registered_model(name)
+                target.create_model_version(name, source=f"models:/{new.model_id}", run_id=new_id,
+                                            model_id=new.model_id)
+    target.set_terminated(new_id, status=run.info.status, end_time=run.info.end_time)
+    return new_id
 
 
 # --- park: an unfinished training, to continue on another machine --------------------

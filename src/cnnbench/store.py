@@ -193,14 +193,27 @@ def _exclusive(db: Path | None):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+SOURCE_TAG = "cnnbench.source_run_id"  # a copied run's id in the store it came from (`cnnbench runs push`)
+
+
 def full_run_id(run_id: str) -> str:
     """The run a short id names (the tables print 8 characters): the one run in the
-    store whose id starts with it. A full 32-character id is taken as it is."""
-    if len(run_id) == 32:
-        return run_id
+    store whose id starts with it, or, in a store the kept runs were pushed into, whose
+    kept id does. A full 32-character id the store has is taken as it is."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    ids = [r for r in mlflow.search_runs(search_all_experiments=True).get("run_id", []) if r.startswith(run_id)]
+    if len(run_id) == 32:
+        try:
+            return mlflow.get_run(run_id).info.run_id
+        except MlflowException:
+            pass
+    runs = mlflow.search_runs(search_all_experiments=True)
+    ids = [r for r in runs.get("run_id", []) if r.startswith(run_id)]
+    if not ids and f"tags.{SOURCE_TAG}" in runs:
+        ids = [r for r, kept in zip(runs["run_id"], runs[f"tags.{SOURCE_TAG}"]) if str(kept).startswith(run_id)]
+    if not ids and len(run_id) == 32:
+        return run_id  # not here: the caller says so
     if len(ids) != 1:
         raise TrackingError(f"{len(ids)} runs in {redact(tracking_uri())} have an id starting with "
                             f"{run_id!r}; give more of the id (`cnnbench seeds <model>` lists them)")
