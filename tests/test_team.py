@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,58 +25,14 @@ ALICE, BOB = ("alice", "alice-Secret-1234"), ("bob", "bob-Secret-5678")
 DB_PASSWORD = "db-Secret-9876"
 
 
-def postgres_bin(name: str) -> str:
-    """A PostgreSQL server program; Debian keeps them out of PATH."""
-    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
-    if not found:  # .ci/run installs Debian's postgresql: under CI this fails, never skips
-        pytest.fail(f"{name} not found: install PostgreSQL (as root: apt-get install postgresql)")
-    return str(found)
-
-
-class Postgres:
-    """A private cluster; ``stop``/``start`` for an outage."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="cnnbench-pg-"))  # /tmp: the postgres user reaches it
-        self.port = free_port()
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        pwfile = self.dir / "pw"
-        pwfile.write_text(DB_PASSWORD)
-        if self.as_user:
-            shutil.chown(self.dir, "postgres")
-            shutil.chown(pwfile, "postgres")
-        self._pg("initdb", "-D", str(self.dir / "data"), "-U", "mlflow", "--auth=scram-sha-256",
-                 f"--pwfile={pwfile}", "--no-instructions")
-        self.start()
-        self.uri = f"postgresql://mlflow@127.0.0.1:{self.port}/mlflow"
-        subprocess.run([postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow", "mlflow"],
-                       env={**os.environ, "PGPASSWORD": DB_PASSWORD}, check=True, capture_output=True)
-
-    def _pg(self, program: str, *args: str) -> None:
-        subprocess.run([*self.as_user, postgres_bin(program), *args], check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        self._pg("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "start", "-o",
-                 f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1")
-
-    def stop(self) -> None:
-        self._pg("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
-
-    def query(self, sql: str) -> str:
-        return subprocess.run([postgres_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow",
-                               "-d", "mlflow", "-tAc", sql], env={**os.environ, "PGPASSWORD": DB_PASSWORD},
-                              check=True, capture_output=True, text=True).stdout.strip()
-
-    def remove(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    pg = Postgres()
+    from cnnbench.team import PrivatePostgres, TeamServerError
+
+    try:  # .ci/run installs Debian's postgresql: under CI a missing one fails, never skips
+        pg = PrivatePostgres(DB_PASSWORD)
+    except TeamServerError as e:
+        pytest.fail(str(e))
     yield pg
     pg.remove()
 

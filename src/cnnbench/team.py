@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -111,3 +113,61 @@ def serve(db: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000, w
             return subprocess.run(server_command(db, artifacts, host, port, workers), env=env).returncode
         except KeyboardInterrupt:
             return 130
+
+
+# --- a private PostgreSQL cluster: the tests' and the benchmark's, or a one-machine trial ---
+
+def postgres_program(name: str) -> str:
+    """A PostgreSQL server program; Debian keeps them out of PATH."""
+    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    if not found:
+        raise TeamServerError(f"{name} not found: install PostgreSQL (Debian, as root: apt-get install postgresql)")
+    return str(found)
+
+
+class PrivatePostgres:
+    """A cluster of its own in a new folder under /tmp, on 127.0.0.1 and a free port, with
+    a database ``mlflow`` owned by the user ``mlflow`` (``password``). PostgreSQL refuses
+    to run as root, so under root it runs as the ``postgres`` user Debian's package makes.
+    ``stop``/``start`` make an outage; ``remove`` deletes it all."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+        self.dir = Path(tempfile.mkdtemp(prefix="cnnbench-pg-"))  # under /tmp: the postgres user reaches it
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        pwfile = self.dir / "pw"
+        pwfile.write_text(password)
+        if self.as_user:
+            shutil.chown(self.dir, "postgres")
+            shutil.chown(pwfile, "postgres")
+        self._run("initdb", "-D", str(self.dir / "data"), "-U", "mlflow", "--auth=scram-sha-256",
+                  f"--pwfile={pwfile}", "--no-instructions")
+        pwfile.unlink()
+        self.start()
+        self.uri = f"postgresql://mlflow@127.0.0.1:{self.port}/mlflow"
+        self.query("create database mlflow", database="postgres")
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([*self.as_user, postgres_program(program), *args], check=True, capture_output=True,
+                       timeout=120)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "start", "-o",
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def query(self, sql: str, database: str = "mlflow") -> str:
+        return subprocess.run([postgres_program("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow",
+                               "-d", database, "-tAc", sql], env={**os.environ, "PGPASSWORD": self.password},
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def remove(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
