@@ -77,12 +77,16 @@ def check_database_reachable(db: str) -> None:
 
 def auth_config(db: str) -> str:
     """MLflow's basic-auth settings: accounts in the same database (their own tables and
-    migration history), no access to an experiment without a grant."""
+    migration history), no access to an experiment without a grant. A checked password
+    is trusted for a minute: MLflow otherwise hashes it (PBKDF2) on every request, which
+    bounds what a server takes from many trainers (benchmarks/logging_throughput.py); a
+    changed password reaches the other workers within that minute."""
     return ("[mlflow]\n"
             "default_permission = NO_PERMISSIONS\n"
             f"database_uri = {db}\n"
             "admin_username = admin\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "auth_cache_ttl_seconds = 60\n")
 
 
 def server_command(db: str, artifacts: Path, host: str, port: int, workers: int) -> list[str]:
