@@ -138,6 +138,16 @@ def start_server(db, artifacts, port: int) -> subprocess.Popen:
     raise AssertionError("mlflow server did not start")
 
 
+def wait_for_epochs(train: subprocess.Popen, curves: Path, n: int, timeout: float = 300) -> None:
+    """Until the training process ``train`` has written ``n`` epochs to ``curves``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and train.poll() is None:
+        if curves.exists() and len(curves.read_text().splitlines()) > n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"training did not reach epoch {n}")
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     """Stop the server and its workers (a process group of their own)."""
     if proc.poll() is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, free_port, run, stage_workdir, stop_server, venv_env
+from conftest import REPO, free_port, run, stage_workdir, stop_server, venv_env, wait_for_epochs
 
 pytestmark = pytest.mark.slow  # make test-fast skips it
 
@@ -221,19 +221,11 @@ def test_postgresql_away_mid_training_loses_nothing(server, postgres, tmp_path, 
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     curves = workdir / "metrics/curves/seed001_mnist.csv"
 
-    def wait_for_epochs(n: int) -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline and train.poll() is None:
-            if curves.exists() and len(curves.read_text().splitlines()) > n:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"training did not reach epoch {n}: {train.stderr.read()[-2000:]}")
-
     try:
-        wait_for_epochs(1)
+        wait_for_epochs(train, curves, 1)
         postgres.stop()
         try:
-            wait_for_epochs(3)  # two epochs while the database is away
+            wait_for_epochs(train, curves, 3)  # two epochs while the database is away
         finally:
             postgres.start()
         out, err = train.communicate(timeout=600)

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, free_port, rest, run, stage_workdir, start_server, stop_server, venv_env
+from conftest import REPO, free_port, rest, run, stage_workdir, start_server, stop_server, venv_env, wait_for_epochs
 
 pytestmark = pytest.mark.slow  # make test-fast skips it
 
@@ -91,18 +91,10 @@ def test_server_outage_during_training_loses_nothing(tmp_path, mnist_dir):
                              stderr=subprocess.PIPE, text=True)
     curves = workdir / "metrics/curves/seed001_mnist.csv"
 
-    def wait_for_epochs(n: int) -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline and train.poll() is None:
-            if curves.exists() and len(curves.read_text().splitlines()) > n:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"training did not reach epoch {n}")
-
     try:
-        wait_for_epochs(1)
+        wait_for_epochs(train, curves, 1)
         stop_server(server)
-        wait_for_epochs(3)  # two epochs while the server is down
+        wait_for_epochs(train, curves, 3)  # two epochs while the server is down
         server = start_server(db, artifacts, port)
         out, err = train.communicate(timeout=600)
     finally:
