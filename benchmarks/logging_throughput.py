@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,8 +113,8 @@ def main() -> int:
                         rate = measure(uri, env_, loggers, args.steps)
                         rows.append((name, loggers, rate))
                         print(f"{name}, {loggers} loggers: {rate:,.0f} values/s", flush=True)
-            finally:
-                server.terminate()
+            finally:  # the server and its workers: a process group of their own
+                os.killpg(server.pid, signal.SIGTERM)
                 server.wait(timeout=30)
     finally:
         pg.remove()

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import urllib.parse
 from pathlib import Path
+from typing import NoReturn
 
 from cnnbench import CnnbenchError
 
@@ -95,28 +96,28 @@ def server_command(db: str, artifacts: Path, host: str, port: int, workers: int)
             "--host", host, "--port", str(port), "--workers", str(workers)]
 
 
-def serve(db: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 4) -> int:
-    """Check everything, then run the server in the foreground until it stops."""
+def serve(db: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 4) -> NoReturn:
+    """Check everything, then become the server (exec): a signal to this process, Ctrl-C
+    or `kill`, reaches MLflow itself."""
     env = dict(os.environ)
     admin_password(env)
     check_database_uri(db)
     check_database_reachable(db)
     artifacts.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="cnnbench-team-") as tmp:
-        config = Path(tmp) / "basic_auth.ini"
-        config.write_text(auth_config(db))
-        env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
-        # the key of the UI's CSRF tokens, one for all workers; a new one at each start only
-        # asks browsers to load the page again
-        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
-        where = "every network interface" if host in ("0.0.0.0", "::") else host
-        print(f"MLflow team server on http://{host}:{port} ({where}), runs in {db}, artifacts in "
-              f"{artifacts}; clients set MLFLOW_TRACKING_URI=http://<this machine>:{port}, "
-              f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD", file=sys.stderr)
-        try:
-            return subprocess.run(server_command(db, artifacts, host, port, workers), env=env).returncode
-        except KeyboardInterrupt:
-            return 130
+    # it outlives this process, which the server replaces; it holds no secret
+    fd, config = tempfile.mkstemp(prefix="cnnbench-team-auth-", suffix=".ini")
+    with os.fdopen(fd, "w") as f:
+        f.write(auth_config(db))
+    env["MLFLOW_AUTH_CONFIG_PATH"] = config
+    # the key of the UI's CSRF tokens, one for all workers; a new one at each start only
+    # asks browsers to load the page again
+    env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+    where = "every network interface" if host in ("0.0.0.0", "::") else host
+    print(f"MLflow team server on http://{host}:{port} ({where}), runs in {db}, artifacts in "
+          f"{artifacts}; clients set MLFLOW_TRACKING_URI=http://<this machine>:{port}, "
+          f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD", file=sys.stderr, flush=True)
+    command = server_command(db, artifacts, host, port, workers)
+    os.execvpe(command[0], command, env)
 
 
 # --- a private PostgreSQL cluster: the tests' and the benchmark's, or a one-machine trial ---
