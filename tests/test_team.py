@@ -182,6 +182,12 @@ def test_another_account_can_neither_read_nor_change_an_experiment_without_a_gra
     with credentials(*ALICE):
         assert [m.value for m in client.get_metric_history(run_id, "acc")] == [0.9]
         assert "owner" not in client.get_experiment(experiment_id).tags
+    # the owner grants READ (as docs/guide.md shows): bob reads, and still cannot change
+    auth_client(url, ALICE).grant_user_permission("bob", "experiment", experiment_id, "READ")
+    with credentials(*BOB):
+        assert client.get_run(run_id).data.metrics == {"acc": 0.9}
+        with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+            client.log_metric(run_id, "acc", 0.1)
     with credentials(BOB[0], "a wrong password"):
         with pytest.raises(MlflowException, match="401|[Uu]nauthori"):
             client.get_run(run_id)

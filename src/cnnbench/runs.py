@@ -36,6 +36,7 @@ from cnnbench.store import (
     full_run_id,
     project_root,
     redact,
+    register_version,
     tracking_uri,
 )
 
@@ -203,11 +204,11 @@ def push_runs(run_ids: list[str] | None = None, archive: Path | None = None) -> 
     what is not there yet."""
     from mlflow.tracking import MlflowClient
 
-    from cnnbench.store import EXPERIMENT, restore
+    from cnnbench.store import experiment_id as target_experiment
+    from cnnbench.store import restore
 
-    mlflow = connect()
+    experiment_id = target_experiment()  # connects: the store, credentials, reachability
     target = MlflowClient()
-    experiment_id = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)).experiment_id
     there = {r.data.tags[SOURCE_TAG]: r.info.run_id for r in target.search_runs(
         [experiment_id], filter_string=f"tags.`{SOURCE_TAG}` != ''", max_results=10000)}
     copied = []
@@ -256,12 +257,8 @@ def _copy_run(source, target, run, experiment_id: str, tmp: Path) -> str:
             target.log_metric(new_id, m.key, m.value, timestamp=m.timestamp, step=m.step, model_id=new.model_id)
         if run.data.tags.get("model_uri") == f"models:/{model.model_id}":
             target.set_tag(new_id, "model_uri", f"models:/{new.model_id}")
-            name = run.data.tags.get("model")
-            if name:
-                if not target.search_registered_models(f"name='{name}'"):
-                    target.create_registered_model(name)
-                target.create_model_version(name, source=f"models:/{new.model_id}", run_id=new_id,
-                                            model_id=new.model_id)
+            if run.data.tags.get("model"):
+                register_version(target, run.data.tags["model"], f"models:/{new.model_id}", new_id, new.model_id)
     target.set_terminated(new_id, status=run.info.status, end_time=run.info.end_time)
     return new_id
 

@@ -12,29 +12,23 @@ name fall in one group, and their ``git_commit`` column is what tells them apart
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from cnnbench.files import write_csv
-from cnnbench.store import EXPERIMENT, TrackingError, connect, full_run_id, redact, tracking_uri
+from cnnbench.store import TrackingError, connect, experiment_id, full_run_id, redact, tracking_uri
 from cnnbench.train import CURVE_COLUMNS
 
 RUN_COLUMNS = ["recipe", "run_id", "seed", "epochs", "test_acc", "test_acc_single_pass",
                "device", "torch_threads", "git_commit", "dvc_exp_name"]
 
 
-def _experiment_id() -> str:
-    mlflow = connect()  # the stages' store, credentials and reachability check
-    return mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)).experiment_id
-
-
 def finished_runs(model: str) -> pd.DataFrame:
     """One row per finished run of ``model`` that was evaluated (has final_test_acc)."""
     import mlflow
 
-    frame = mlflow.search_runs([_experiment_id()], order_by=["attributes.start_time ASC"],
+    frame = mlflow.search_runs([experiment_id()], order_by=["attributes.start_time ASC"],
                                filter_string=f"tags.model = '{model}' and attributes.status = 'FINISHED'")
     if "metrics.final_test_acc" in frame:
         frame = frame[frame["metrics.final_test_acc"].notna()].reset_index(drop=True)

@@ -151,7 +151,7 @@ def _connect(uri: str):
     if user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
     mlflow.set_tracking_uri(uri)
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    name = experiment_name()
     db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
     with _exclusive(db):
         if uri == default_tracking_uri():
@@ -160,6 +160,22 @@ def _connect(uri: str):
             _create_experiment(mlflow, name, db)
         mlflow.set_experiment(name)
     return mlflow
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+
+
+def experiment_id() -> str:
+    """The id of the experiment the stages log into, in the store ``connect`` reaches."""
+    return connect().get_experiment_by_name(experiment_name()).experiment_id
+
+
+def register_version(client, name: str, source: str, run_id: str, model_id: str) -> None:
+    """A run's logged model as the next version of the registered model ``name``."""
+    if not client.search_registered_models(f"name='{name}'"):
+        client.create_registered_model(name)
+    client.create_model_version(name, source=source, run_id=run_id, model_id=model_id)
 
 
 def _create_experiment(mlflow, name: str, db: Path | None) -> None:
@@ -308,10 +324,7 @@ def _as_new_runs_are(uri: str) -> None:
                 client.update_run(run.info.run_id, name=run_name(name, run.data.params, run.data.tags))
             if not (model_id in kept_models and name):
                 continue
-            if not client.search_registered_models(f"name='{name}'"):
-                client.create_registered_model(name)
-            client.create_model_version(name, source=kept_models[model_id], run_id=run.info.run_id,
-                                        model_id=model_id)
+            register_version(client, name, kept_models[model_id], run.info.run_id, model_id)
 
 
 def _holds_anything(db: Path) -> bool:
