@@ -62,10 +62,11 @@ class Accel:
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last)
 
-    def autocast(self):
+    def autocast(self, cache: bool = True):
+        """bf16 autocast when asked; ``cache=False`` for a step recorded in a CUDA graph."""
         if not self.bf16:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def keep_freed_memory_on_heap() -> bool:

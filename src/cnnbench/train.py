@@ -25,6 +25,7 @@ from cnnbench.data import Dataset
 from cnnbench.evaluate import evaluate_split
 from cnnbench.loader import DeviceSplit
 from cnnbench.models import create_model
+from cnnbench.steps import graphs_wanted, make_step
 
 CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"]
 
@@ -114,7 +115,9 @@ def lr_multiplier(schedule: Schedule, epochs: int, steps_per_epoch: int,
     return factor
 
 
-def build_optimizer(model: nn.Module, cfg: ModelConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: ModelConfig, capturable: bool = False) -> torch.optim.Optimizer:
+    """``capturable``: Adam's step count kept on the device, so that a CUDA graph can
+    record the optimizer step (steps.GraphedStep)."""
     opt = cfg.optimizer
     # one fused kernel for all parameters on CUDA instead of several per parameter
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
@@ -122,7 +125,8 @@ def build_optimizer(model: nn.Module, cfg: ModelConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
                                nesterov=opt.nesterov, weight_decay=cfg.weight_decay, **fused)
     cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=opt.lr, eps=opt.eps, weight_decay=cfg.weight_decay, **fused)
+    return cls(model.parameters(), lr=opt.lr, eps=opt.eps, weight_decay=cfg.weight_decay,
+               **fused, **({"capturable": True} if capturable else {}))
 
 
 def seed_everything(seed: int) -> None:
@@ -182,7 +186,7 @@ def train(cfg: ModelConfig, data: Dataset | Path,
     train_split = DeviceSplit(train_images, train_labels, meta["mean"], meta["std"], device)
     test_split = DeviceSplit(*data.test, meta["mean"], meta["std"], device)
 
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, capturable=graphs_wanted(accel))
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
     plateau = Plateau(cfg.schedule) if cfg.schedule.name == "plateau" else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -204,6 +208,7 @@ def train(cfg: ModelConfig, data: Dataset | Path,
         if plateau:
             plateau.__dict__.update(state["plateau"])
         result.curves, result.timings = state["curves"], state["timings"]
+    train_step = make_step(train_model, optimizer, loss_fn, accel, cfg.batch_size)
     bar = _progress(progress and sys.stdout.isatty())
     log_lines = progress and not sys.stdout.isatty()
     with bar:
@@ -213,19 +218,10 @@ def train(cfg: ModelConfig, data: Dataset | Path,
             lr = optimizer.param_groups[0]["lr"]
             start = time.perf_counter()
             model.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
+            train_step.start_epoch()
             for step, (x, y) in enumerate(train_split.batches(cfg.batch_size, gen, augment)):
-                with accel.autocast():
-                    logits = train_model(accel.inputs(x))
-                    loss = loss_fn(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = train_step(x, y)
                 scheduler.step()
-                # accumulate on the device: reading a value would stall the GPU every step
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(1) == y).sum()
                 if step % 50 == 49 or step == steps_per_epoch - 1:
                     rate = (step + 1) * cfg.batch_size / (time.perf_counter() - start)
                     # reading the loss would make the host wait for the GPU: CPU only
@@ -237,8 +233,9 @@ def train(cfg: ModelConfig, data: Dataset | Path,
                 plateau.update(test_loss)
                 for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
                     group["lr"] = base_lr * plateau.scale
-            row = {"epoch": epoch, "train_loss": round(loss_sum.item() / len(train_split), 6),
-                   "train_acc": round(correct.item() / len(train_split), 6),
+            loss_sum, correct = train_step.sums()
+            row = {"epoch": epoch, "train_loss": round(loss_sum / len(train_split), 6),
+                   "train_acc": round(correct / len(train_split), 6),
                    "test_loss": round(test_loss, 6), "test_acc": round(test_acc, 6), "lr": lr}
             if not all(math.isfinite(v) for v in (row["train_loss"], row["test_loss"], lr)):
                 raise Diverged(
