@@ -51,21 +51,31 @@ def peak_memory() -> dict:
 def run_cnnbench(arch: str, dataset: str, batch: int, images: int, device: str,
                  compile_mode: str, warmup: int) -> dict:
     """cnnbench's own train() on a synthetic split written in the pipeline's format."""
+    import numpy as np
+
+    from cnnbench import train as train_module
     from cnnbench.config import ModelConfig
+    from cnnbench.data import file_digest, prepare
     from cnnbench.train import train
 
     augment = {"crop_padding": 4, "flip": True} if dataset == "cifar10" else {}
     with tempfile.TemporaryDirectory() as tmp:
+        # prepared as the pipeline prepares an npz data set, checks included
+        arrays = {}
         for split, n in (("train", images), ("test", 500)):
             x, y = synthetic(dataset, n, seed=int(split == "test"))
-            torch.save({"images": x, "labels": y}, Path(tmp) / f"{split}.pt")
-        (Path(tmp) / "meta.json").write_text(json.dumps({
-            "classes": [str(i) for i in range(10)], "input_shape": list(SHAPES[dataset]),
-            "mean": [0.5] * SHAPES[dataset][0], "std": [0.25] * SHAPES[dataset][0]}))
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = x.permute(0, 2, 3, 1).squeeze(-1).numpy(), y.numpy()
+        npz = Path(tmp) / "synthetic.npz"
+        np.savez(npz, **arrays)
+        prepare("synthetic", Path(tmp) / "data", npz=npz, sha256=file_digest(npz, "sha256"))
         cfg = ModelConfig(arch=arch, dataset=dataset, epochs=1 + warmup, batch_size=batch,
                           device=device, augment=augment, compile=compile_mode)
-        result = train(cfg, Path(tmp), progress=False)
-    return {"images_per_s": result.timings[-1]["train_images_per_s"], **peak_memory()}
+        made = []  # the training step train() makes: was it replayed from a CUDA graph?
+        make_step = train_module.make_step
+        train_module.make_step = lambda *a: made.append(make_step(*a)) or made[-1]
+        result = train(cfg, Path(tmp) / "data", progress=False)
+    step = "graph" if getattr(made[0], "graph", None) is not None else "eager"
+    return {"images_per_s": result.timings[-1]["train_images_per_s"], "step": step, **peak_memory()}
 
 
 def run_reference(arch: str, dataset: str, batch: int, images: int, device: str,
@@ -118,10 +128,22 @@ def run_reference(arch: str, dataset: str, batch: int, images: int, device: str,
     return {"images_per_s": round(images / (time.perf_counter() - start), 1), **peak_memory()}
 
 
-def trial(side: str, args: list[str], env: dict[str, str] | None = None) -> dict:
-    """One timed epoch in a fresh process (``env``: its whole environment, default ours)."""
+# What each variant runs: the side, cnnbench's compile mode (None: --compile's), its environment
+VARIANTS = {
+    "reference": ("reference", None, {}),
+    "cnnbench": ("cnnbench", None, {}),  # as the pipeline trains: CUDA graphs on a GPU
+    "eager": ("cnnbench", "off", {"CNNBENCH_CUDA_GRAPHS": "off"}),  # cnnbench without graphs
+    "compile": ("cnnbench", "reduce-overhead", {}),  # torch.compile's own CUDA graphs instead
+}
+
+
+def trial(variant: str, args: list[str], compile_mode: str) -> dict:
+    """One timed epoch of ``variant`` in a fresh process."""
+    side, mode, env = VARIANTS[variant]
+    *head, warmup = args
+    args = [*head, mode or compile_mode, warmup]
     out = subprocess.run([sys.executable, __file__, "--child", side, *args], check=True,
-                         capture_output=True, text=True, env=env).stdout
+                         capture_output=True, text=True, env={**os.environ, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -129,9 +151,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["seed001_mnist", "seed002_mnist", "cifar_base",
                                                     "seed000_sep", "seed001_sep", "seed003_sep", "seed004_sep"])
-    p.add_argument("--batch", type=int, help="batch size (default: each model's in params.yaml)")
+    p.add_argument("--batch", nargs="+", default=["model"], help="batch sizes: numbers, or model "
+                   "(each model's in params.yaml; the default)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["cnnbench", "reference"],
+                   help="cnnbench: the trainer as the pipeline runs it (CUDA graphs on a GPU); eager: "
+                   "without graphs; compile: torch.compile reduce-overhead; reference: the plain loop")
     p.add_argument("--images", type=int, default=6400, help="images per timed epoch")
-    p.add_argument("--trials", type=int, default=3, help="trials per side, alternating")
+    p.add_argument("--trials", type=int, default=3, help="trials per variant, alternating")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", default="off", help="cnnbench's torch.compile mode (off, default, "
                    "reduce-overhead, max-autotune)")
@@ -152,33 +178,41 @@ def main() -> None:
     rows = []
     for name in args.models:
         cfg = params[name]
-        batch = args.batch or cfg.batch_size
-        images = max(args.images, 4 * batch)
-        # the arch's own dataset: synthetic images need its shape, which a declared dataset
-        # such as cifar10_recovered shares but does not name
-        child = [cfg.arch, model_dataset(cfg.arch), str(batch), str(images), args.device, args.compile,
-                 str(args.warmup_epochs)]
-        results = {"cnnbench": [], "reference": []}
-        for _ in range(args.trials):
-            for side in results:  # A B A B: drift in the machine hits both sides alike
-                results[side].append(trial(side, child))
-        med = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in results.items()}
-        ours, ref = med["cnnbench"], med["reference"]
-        row = {"model": name, "batch": batch, "images": images,
-               "cnnbench img/s": ours["images_per_s"], "reference img/s": ref["images_per_s"],
-               "ratio": round(ours["images_per_s"] / ref["images_per_s"], 2),
-               "cnnbench RSS MB": ours["peak_rss_mb"], "reference RSS MB": ref["peak_rss_mb"]}
-        if "peak_gpu_mb" in ours:
-            row.update({"cnnbench GPU MB": ours["peak_gpu_mb"], "reference GPU MB": ref["peak_gpu_mb"]})
-        rows.append(row)
-        print(rows[-1], flush=True)
+        for batch in (cfg.batch_size if b == "model" else int(b) for b in args.batch):
+            rows.append(measure(name, cfg.arch, model_dataset(cfg.arch), batch, args))
+            print(rows[-1], flush=True)
 
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     device = torch.cuda.get_device_name() if on_gpu else (platform.processor() or platform.machine())
     header = (f"command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`\n\n"
               f"device: {device}, {os.cpu_count()} CPU cores; torch {torch.__version__}, "
-              f"python {platform.python_version()}; {args.trials} alternating trials per side, medians\n\n")
+              f"python {platform.python_version()}; {args.trials} alternating trial(s) per variant, "
+              f"medians; synthetic images of the real shape\n\n")
     print_table(header, rows, args.out)
+
+
+def measure(name: str, arch: str, dataset: str, batch: int, args: argparse.Namespace) -> dict:
+    """One table row: each variant's images/s, its ratio to the reference, peak memory."""
+    images = max(args.images, 4 * batch)
+    # the arch's own dataset: synthetic images need its shape, which a declared dataset
+    # such as cifar10_recovered shares but does not name
+    child = [arch, dataset, str(batch), str(images), args.device, str(args.warmup_epochs)]
+    results = {variant: [] for variant in args.variants}
+    for _ in range(args.trials):
+        for variant in results:  # A B A B: drift in the machine hits every variant alike
+            results[variant].append(trial(variant, child, args.compile))
+    row = {"model": name, "batch": batch, "images": images}
+    for variant, rs in results.items():
+        row[f"{variant} img/s"] = statistics.median(r["images_per_s"] for r in rs)
+    if "reference" in results:
+        for variant in results.keys() - {"reference"}:
+            row[f"{variant}/reference"] = round(row[f"{variant} img/s"] / row["reference img/s"], 2)
+    for variant, rs in results.items():
+        memory = "peak_gpu_mb" if "peak_gpu_mb" in rs[0] else "peak_rss_mb"
+        row[f"{variant} {'GPU' if memory == 'peak_gpu_mb' else 'RSS'} MB"] = statistics.median(r[memory] for r in rs)
+        if "step" in rs[0]:
+            row[f"{variant} step"] = rs[0]["step"]
+    return row
 
 
 def print_table(header: str, rows: list[dict], out: str | None) -> None:

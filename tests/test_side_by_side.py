@@ -4,6 +4,9 @@ ones it gets trained alone. (On a GPU this is the default; the CPU runs one at a
 unless told otherwise, which is what lets this test run here.)"""
 
 import json
+import re
+import signal
+import subprocess
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -27,6 +30,7 @@ def test_two_models_train_side_by_side_with_the_results_each_gets_alone(tmp_path
     for name in MODELS:
         assert f"[train@{name}] epoch 2/2: train loss " in after
         assert f"[evaluate@{name}] evaluate@{name}: test acc " in after
+        assert f"[train@{name}] done after " in after
         # recorded by `dvc commit`: the `dvc repro` that follows does not run them again
         assert f"Running stage 'train@{name}'" not in after and f"Running stage 'evaluate@{name}'" not in after
     assert "Running stage 'report'" in after
@@ -57,3 +61,31 @@ def test_a_bad_jobs_setting_is_one_message(tmp_path, datasets_dir):
     assert failed.returncode == 1
     assert "CNNBENCH_JOBS='two' is not a number of trainings" in failed.stderr
     assert "Traceback" not in failed.stderr and not (root / "data" / "mnist").exists()
+
+
+def test_ctrl_c_stops_every_training_and_each_keeps_its_epochs(tmp_path, datasets_dir):
+    root = tmp_path / "project"
+    root.mkdir()
+    env, _ = make_project(root, datasets_dir, {name: {**SHORT, "epochs": 50} for name in MODELS})
+    env = {**env, "CNNBENCH_JOBS": "2", "CNNBENCH_TRACKING": "off"}
+    # started with SIGINT ignored, as a shell starts a background job: the stages must still stop
+    proc = subprocess.Popen(["cnnbench", "run"], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    seen, started = [], set()
+    for line in proc.stdout:
+        seen.append(line)
+        if m := re.match(r"\[train@(\w+)\] epoch 1/50", line):
+            started.add(m.group(1))
+        if started == set(MODELS):
+            proc.send_signal(signal.SIGINT)  # what make passes on at Ctrl-C
+            break
+    out = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    plan = run(["cnnbench", "plan"], root, env).stdout
+    for name in MODELS:
+        assert f"[train@{name}] train@{name}: interrupted after " in out
+        assert f"[evaluate@{name}]" not in out  # no new stage starts
+        # each kept what it had finished, and the next run continues from there
+        assert re.search(rf"  train@{name}: 4\d epoch\(s\) on cpu", plan), plan

@@ -133,16 +133,24 @@ class _SideBySide:
             if self.stopped or self._run_stage(stage) != 0:
                 return chain[i:]
             with self.commit_lock:
-                subprocess.run(["dvc", "commit", "--force", "--quiet", stage], cwd=self.root, check=True)
+                committed = subprocess.run(["dvc", "commit", "--force", "--quiet", stage], cwd=self.root)
+            if committed.returncode != 0:
+                print(f"[{stage}] `dvc commit {stage}` failed (above)", flush=True)
+                return chain[i:]
         return []
 
     def _run_stage(self, stage: str) -> int:
         proc = subprocess.Popen(self.commands[stage], shell=True, cwd=self.root, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
+        start = time.monotonic()
+        print(f"[{stage}] started", flush=True)
         for line in proc.stdout:
             print(f"[{stage}] {line}", end="", flush=True)
-        return proc.wait()
+        rc = proc.wait()
+        took = format_duration(time.monotonic() - start)
+        print(f"[{stage}] {'done' if rc == 0 else f'failed (exit {rc})'} after {took}", flush=True)
+        return rc
 
     def stop(self, signum, frame) -> None:
         """Ctrl-C or SIGTERM: every running stage gets SIGINT, as at a terminal (a training
