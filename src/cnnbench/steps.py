@@ -9,13 +9,14 @@ keep the epoch's loss and accuracy sums on the device, so no step waits for the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 from torch import nn
 
 from cnnbench.accel import Accel
-from cnnbench.models.keras import debiasing
+from cnnbench.models.keras import MOMENTUM
 
 
 class EagerStep:
@@ -99,18 +100,11 @@ class GraphedStep(EagerStep):
         self.static_x, self.static_y = x.clone(), y.clone()
         self.lrs = [torch.tensor(float(g["lr"]), device=self.accel.device) for g in self.optimizer.param_groups]
         if self.capture:
-            floats = [g["lr"] for g in self.optimizer.param_groups]
-            for group, lr in zip(self.optimizer.param_groups, self.lrs):
-                group["lr"] = lr  # read from the tensor inside the graph
             self.graph = torch.cuda.CUDAGraph()
             torch.cuda.synchronize()
-            try:
-                # the gradients are made inside the graph's memory, then kept
-                with torch.cuda.graph(self.graph):
-                    self.static_loss = super().__call__(self.static_x, self.static_y)
-            finally:
-                for group, lr in zip(self.optimizer.param_groups, floats):
-                    group["lr"] = lr
+            # the gradients are made inside the graph's memory, then kept
+            with self._lr_from_tensors(), torch.cuda.graph(self.graph):
+                self.static_loss = super().__call__(self.static_x, self.static_y)
         self.recorded = True
         # eager steps from now on zero the graph's gradient tensors instead of dropping them
         self.set_grads_to_none = False
@@ -120,11 +114,18 @@ class GraphedStep(EagerStep):
             self.graph.replay()
             return
         # no capture: the recorded step's code, run on the static buffers and the LR tensors
-        floats = [g["lr"] for g in self.optimizer.param_groups]
+        with self._lr_from_tensors():
+            self.static_loss = EagerStep.__call__(self, self.static_x, self.static_y)
+
+    @contextlib.contextmanager
+    def _lr_from_tensors(self):
+        """Inside: the optimizer reads its learning rates from ``self.lrs`` (what a graph
+        records); outside it keeps the floats the schedule sets."""
+        floats = [group["lr"] for group in self.optimizer.param_groups]
         for group, lr in zip(self.optimizer.param_groups, self.lrs):
             group["lr"] = lr
         try:
-            self.static_loss = EagerStep.__call__(self, self.static_x, self.static_y)
+            yield
         finally:
             for group, lr in zip(self.optimizer.param_groups, floats):
                 group["lr"] = lr
@@ -142,3 +143,12 @@ def make_step(train_model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn:
     if graphs_wanted(accel):
         return GraphedStep(train_model, optimizer, loss_fn, accel, batch_size)
     return EagerStep(train_model, optimizer, loss_fn, accel)
+
+
+def debiasing(model: nn.Module) -> bool:
+    """Whether a Keras-style BatchNorm of ``model`` still changes its momentum from step to
+    step: models/keras.py's forward pre-hook sets it in Python, which a CUDA graph would
+    freeze, at each step until it settles at keras.MOMENTUM (its first 2,000 steps)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m._forward_pre_hooks
+               and m.momentum != MOMENTUM for m in model.modules())
+

@@ -52,10 +52,3 @@ def _debiased_momentum(bn: nn.modules.batchnorm._BatchNorm, _inputs) -> None:
     if bn.training and bn.momentum != MOMENTUM:
         step = int(bn.num_batches_tracked) + 1  # BatchNorm counts this step after the hook
         bn.momentum = MOMENTUM / (1 - (1 - MOMENTUM) ** step) if step < _DEBIAS_STEPS else MOMENTUM
-
-
-def debiasing(model: nn.Module) -> bool:
-    """Whether a Keras-style BatchNorm of ``model`` still changes its momentum from step to
-    step (its first _DEBIAS_STEPS steps): a Python value that a CUDA graph would freeze."""
-    return any(_debiased_momentum in m._forward_pre_hooks.values() and m.momentum != MOMENTUM
-               for m in model.modules())
