@@ -58,6 +58,11 @@ def scratch_copy(parent: Path, models: list[str] | None, tiny: bool) -> Path:
             sys.exit(f"pipeline_time: data/{name} is not prepared in {REPO}: run `dvc repro "
                      f"download@{name}` (or bring it over) first; this check times training, not downloads")
         shutil.copytree(prepared, copy / "data" / name, copy_function=os.link)
+    stale = subprocess.run(["dvc", "status", "--quiet", *(f"download@{d}" for d in params["datasets"])],
+                           cwd=copy, env={**os.environ, "PYTHONPATH": str(copy / "src")})
+    if stale.returncode != 0:
+        sys.exit("pipeline_time: the prepared data is not what HEAD's dvc.lock records (above); "
+                 "run `dvc repro` of the download stages and commit dvc.lock first")
     return copy
 
 
