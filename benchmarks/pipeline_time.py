@@ -58,11 +58,12 @@ def scratch_copy(parent: Path, models: list[str] | None, tiny: bool) -> Path:
             sys.exit(f"pipeline_time: data/{name} is not prepared in {REPO}: run `dvc repro "
                      f"download@{name}` (or bring it over) first; this check times training, not downloads")
         shutil.copytree(prepared, copy / "data" / name, copy_function=os.link)
-    stale = subprocess.run(["dvc", "status", "--quiet", *(f"download@{d}" for d in params["datasets"])],
-                           cwd=copy, env={**os.environ, "PYTHONPATH": str(copy / "src")})
-    if stale.returncode != 0:
-        sys.exit("pipeline_time: the prepared data is not what HEAD's dvc.lock records (above); "
-                 "run `dvc repro` of the download stages and commit dvc.lock first")
+    # into the copy's own DVC cache; dvc.lock unchanged says the data and its code are HEAD's
+    subprocess.run(["dvc", "commit", "--force", "--quiet", *(f"download@{d}" for d in params["datasets"])],
+                   cwd=copy, check=True)
+    if subprocess.run(["git", "diff", "--quiet", "dvc.lock"], cwd=copy).returncode != 0:
+        sys.exit("pipeline_time: the prepared data is not what HEAD's dvc.lock records; run "
+                 "`dvc repro` of the download stages and commit dvc.lock first")
     return copy
 
 
