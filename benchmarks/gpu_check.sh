@@ -93,6 +93,11 @@ fi
   echo "# GPU check on $gpu"
   echo
   echo "\`bash benchmarks/gpu_check.sh $*\` at commit $(git rev-parse --short HEAD), $((SECONDS - start)) s in all."
+  if $tiny; then
+    echo
+    echo "A dry run at tiny sizes: it shows that every part runs and what the report holds; its"
+    echo "figures say nothing about speed."
+  fi
   if [ -f "$work/speed.md" ]; then
     echo
     echo "## Training speed ($speed_s s)"

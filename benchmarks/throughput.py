@@ -205,7 +205,7 @@ def measure(name: str, arch: str, dataset: str, batch: int, args: argparse.Names
     for variant, rs in results.items():
         row[f"{variant} img/s"] = statistics.median(r["images_per_s"] for r in rs)
     if "reference" in results:
-        for variant in results.keys() - {"reference"}:
+        for variant in (v for v in results if v != "reference"):
             row[f"{variant}/reference"] = round(row[f"{variant} img/s"] / row["reference img/s"], 2)
     for variant, rs in results.items():
         memory = "peak_gpu_mb" if "peak_gpu_mb" in rs[0] else "peak_rss_mb"
