@@ -92,7 +92,7 @@ fi
 {
   echo "# GPU check on $gpu"
   echo
-  echo "\`bash benchmarks/gpu_check.sh $*\` at commit $(git rev-parse --short HEAD), $((SECONDS - start)) s in all."
+  echo "\`${CNNBENCH_JOBS:+CNNBENCH_JOBS=$CNNBENCH_JOBS }bash benchmarks/gpu_check.sh $*\` at commit $(git rev-parse --short HEAD), $((SECONDS - start)) s in all."
   if $tiny; then
     echo
     echo "A dry run at tiny sizes: it shows that every part runs and what the report holds; its"
