@@ -2,7 +2,7 @@
 # The GPU check: one command on a GPU machine reached only briefly (docs/gpu.md says how to
 # get the code, its Python packages and the data there). Writes benchmarks/results/<gpu>.md
 # (and a copy to $OUT when that is set):
-#   1. speed, on synthetic images of the real shape: the reference models and cifar_base at
+#   1. speed, on synthetic images of the real shape: the seven reference models at
 #      their own batch size and at 1024, images/s of the plain PyTorch loop, of cnnbench
 #      eager and of cnnbench with its whole-step CUDA graph, with peak GPU memory;
 #   2. the whole default pipeline (benchmarks/pipeline_time.py) with tracking on (SQLite), when
