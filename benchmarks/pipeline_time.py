@@ -51,7 +51,8 @@ def scratch_copy(parent: Path, models: list[str] | None, tiny: bool) -> Path:
             entry.update(TINY)
         for how in params.get("evaluation", {}).values():
             how["flip"] = False
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if models or tiny:
+        (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for name in params["datasets"]:
         prepared = REPO / "data" / name
         if not (prepared / "meta.json").is_file():
@@ -139,14 +140,15 @@ def main() -> None:
     p.add_argument("--out", help="also write the report here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="pipeline-time-") as tmp:
-        copy = scratch_copy(Path(tmp), args.models, args.tiny)
         try:
+            copy = scratch_copy(Path(tmp), args.models, args.tiny)
             wall, lines = timed_run(copy)
             text = report(copy, wall, stage_times(lines, wall),
                           f"python benchmarks/pipeline_time.py {' '.join(sys.argv[1:])}",
                           os.environ.get("CNNBENCH_JOBS", "auto"))
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(copy)], cwd=REPO, check=False)
+            subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "repo")], cwd=REPO,
+                           check=False, capture_output=True)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -137,11 +137,10 @@ VARIANTS = {
 }
 
 
-def trial(variant: str, args: list[str], compile_mode: str) -> dict:
+def trial(variant: str, child: list[str], compile_mode: str, warmup: int) -> dict:
     """One timed epoch of ``variant`` in a fresh process."""
     side, mode, env = VARIANTS[variant]
-    *head, warmup = args
-    args = [*head, mode or compile_mode, warmup]
+    args = [*child, mode or compile_mode, str(warmup)]
     out = subprocess.run([sys.executable, __file__, "--child", side, *args], check=True,
                          capture_output=True, text=True, env={**os.environ, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -196,11 +195,11 @@ def measure(name: str, arch: str, dataset: str, batch: int, args: argparse.Names
     images = max(args.images, 4 * batch)
     # the arch's own dataset: synthetic images need its shape, which a declared dataset
     # such as cifar10_recovered shares but does not name
-    child = [arch, dataset, str(batch), str(images), args.device, str(args.warmup_epochs)]
+    child = [arch, dataset, str(batch), str(images), args.device]
     results = {variant: [] for variant in args.variants}
     for _ in range(args.trials):
         for variant in results:  # A B A B: drift in the machine hits every variant alike
-            results[variant].append(trial(variant, child, args.compile))
+            results[variant].append(trial(variant, child, args.compile, args.warmup_epochs))
     row = {"model": name, "batch": batch, "images": images}
     for variant, rs in results.items():
         row[f"{variant} img/s"] = statistics.median(r["images_per_s"] for r in rs)

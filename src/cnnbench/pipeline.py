@@ -1,8 +1,9 @@
 """`make run` and `make demo`: DVC's own commands, with what a person needs around them.
 
-``run``: pull what the DVC remote has (when one is configured), print the plan, then
-`dvc repro`. ``demo``: every model of params.yaml for one epoch on a few thousand images,
-as a temporary DVC experiment (`dvc exp run --temp`), so that main's results are not
+``run``: pull what the DVC remote has (when one is configured), print the plan, train
+several models at once where there is room for them (CNNBENCH_JOBS, a GPU), then `dvc
+repro`. ``demo``: every model of params.yaml for one epoch on a few thousand images, as a
+temporary DVC experiment (`dvc exp run --temp`), so that main's results are not
 touched. Ctrl-C or SIGTERM stops DVC and its stage together.
 """
 
@@ -49,9 +50,10 @@ def run(root: Path, extra: list[str]) -> int:
                   f"run. Fix the remote (`dvc remote list`), or run `dvc repro` to rebuild without it.",
                   file=sys.stderr)
             return rc
-    print(plan(root), flush=True)
+    stages = stages_to_run(root)
+    print(plan(root, stages=stages), flush=True)
     if not extra:
-        rc = train_side_by_side(root, jobs)
+        rc = train_side_by_side(root, jobs, stages)
         if rc != 0:
             return rc
     return _interruptible(["dvc", "repro", *extra], root)
@@ -74,8 +76,9 @@ def jobs_setting() -> int:
     return max(1, min((os.cpu_count() or 2) // 2, int(gpu_gib // 4)))
 
 
-def train_side_by_side(root: Path, jobs: int) -> int:
-    """With more than one model to train and ``jobs`` above one, run the models' stages
+def train_side_by_side(root: Path, jobs: int, stages: list[str]) -> int:
+    """With more than one model to train among ``stages`` (stages_to_run's) and ``jobs``
+    above one, run the models' stages
     ``jobs`` at a time: each model's train then evaluate stage, with DVC's own command for
     it (dvc.yaml), recorded with `dvc commit` as soon as it succeeds, as `dvc repro` would
     record it. The data is prepared first, once; the `dvc repro` that follows finds these
@@ -86,7 +89,6 @@ def train_side_by_side(root: Path, jobs: int) -> int:
     Not DVC's queue: its experiments run in copies of the repository, and the stages' plain
     (uncached, non-metric) JSON outputs keep DVC from putting them in its run cache, so
     their results would not come back to the workspace without merging dvc.lock by hand."""
-    stages = stages_to_run(root)
     models = [s.partition("@")[2] for s in stages if s.startswith("train@")]
     jobs = min(jobs, len(models))
     if jobs < 2:

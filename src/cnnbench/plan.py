@@ -86,11 +86,12 @@ def _epochs_done(resume_state: Path) -> int:
         return 0
 
 
-def plan(root: Path, params: str = "params.yaml") -> str:
-    """The plan as text: every stage to run, and each training's device and time.
-    params.yaml is checked first: DVC's own reading of a bad one is a traceback."""
+def plan(root: Path, params: str = "params.yaml", stages: list[str] | None = None) -> str:
+    """The plan as text: every stage to run (``stages``, else stages_to_run's), and each
+    training's device and time. params.yaml is checked first: DVC's own reading of a bad
+    one is a traceback."""
     models = load_params(root / params).models
-    stages = stages_to_run(root)
+    stages = stages_to_run(root) if stages is None else stages
     if not stages:
         return "dvc repro: everything is up to date; nothing to run."
     lines = [f"dvc repro will run {len(stages)} stage(s):"]
